@@ -1,0 +1,113 @@
+"""Interpolation between codes, and the class-conditional sampling of new generator inputs.
+
+GLICO makes a new code from an image's code z_i and the code z_j of another image of the same class:
+slerp(z_i, z_j, t) with t drawn from {0.1, 0.2, 0.3, 0.4} (Section IV-B). All arithmetic goes through
+one seam, the :mod:`kernels` dispatch (Triton on CUDA, the PyTorch reference elsewhere).
+"""
+from __future__ import annotations
+
+from typing import Protocol, Sequence, runtime_checkable
+
+import torch
+
+import kernels
+from glico.noise import ConcatNoise, NoisePolicy
+
+PAPER_T_VALUES: tuple[float, ...] = (0.1, 0.2, 0.3, 0.4)
+
+
+@runtime_checkable
+class Interpolator(Protocol):
+    """Interpolates between codes and samples new generator inputs from same-class pairs."""
+
+    def __call__(self, a: torch.Tensor, b: torch.Tensor, t: float | torch.Tensor) -> torch.Tensor:
+        """Shape: a, b (B, d), t scalar or (B,) -> (B, d)."""
+        ...
+
+    def sample_inputs(
+        self,
+        codes: torch.Tensor,
+        idx: torch.Tensor,
+        index: kernels.ClassIndex,
+        t_values: Sequence[float],
+        noise: NoisePolicy,
+        seed: int,
+        check_indices: bool = True,
+    ) -> torch.Tensor:
+        """Generator inputs for anchors ``idx``, each interpolated with a random same-class partner.
+        ``check_indices=False`` skips validating ``idx`` (a device sync) on hot paths.
+
+        Shape: codes (N, d), idx (B,) -> (B, noise.out_dim(d))
+        """
+        ...
+
+
+class Slerp:
+    """Spherical linear interpolation (the paper's choice): stays on the unit sphere.
+
+    With :class:`~glico.noise.ConcatNoise` the partner draw, slerp and noise run as one fused
+    operation (:func:`kernels.sample_codes`).
+    """
+
+    def __call__(self, a, b, t):
+        return kernels.slerp(a, b, t)
+
+    def sample_inputs(self, codes, idx, index, t_values, noise, seed, check_indices=True):
+        if isinstance(noise, ConcatNoise):
+            return kernels.sample_codes(codes, idx, index, t_values, noise_dim=noise.dim, sigma=noise.sigma, seed=seed,
+                                        check_indices=check_indices).inputs
+        z = kernels.sample_codes(codes, idx, index, t_values, noise_dim=0, seed=seed, check_indices=check_indices).inputs
+        return noise(z, generator=_device_generator(codes.device, seed))
+
+    def __repr__(self) -> str:
+        return "Slerp()"
+
+
+class Lerp:
+    """Linear interpolation (1 - t) a + t b, *not* renormalised: the paper's "Lerp" ablation, whose
+    points fall inside the sphere (Fig. 4)."""
+
+    def __call__(self, a, b, t):
+        t = torch.as_tensor(t, dtype=torch.float32, device=a.device)
+        t = t[:, None] if t.dim() == 1 else t
+        return (a.float() * (1 - t) + b.float() * t).to(a.dtype)
+
+    def sample_inputs(self, codes, idx, index, t_values, noise, seed, check_indices=True):
+        g = _device_generator(codes.device, seed)
+        partners, t = draw_partners(index, idx, t_values, g)
+        return noise(self(codes[idx], codes[partners], t), generator=g)
+
+    def __repr__(self) -> str:
+        return "Lerp()"
+
+
+def draw_partners(
+    index: kernels.ClassIndex, idx: torch.Tensor, t_values: Sequence[float], generator: torch.Generator
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """For each anchor, a partner drawn uniformly among the *other* codes of its class (the anchor
+    itself only when it is alone in its class), and t drawn uniformly from ``t_values``.
+
+    Returns:
+        partners (B,) int64 row ids, t (B,) float32.
+    """
+    device = idx.device
+    order, offsets, labels = (x.to(device) for x in (index.order, index.offsets, index.labels))
+    position = torch.empty_like(order)
+    position[order] = torch.arange(order.numel(), device=device)
+    cls = labels[idx]
+    start, count = offsets[cls], offsets[cls + 1] - offsets[cls]
+    u = torch.rand(idx.shape, generator=generator, device=device)
+    r = (u * (count - 1).clamp_min(1)).long().clamp_max((count - 2).clamp_min(0))
+    own = position[idx] - start
+    r = torch.where(r >= own, r + 1, r)
+    r = torch.where(count > 1, r, own)
+    partners = order[start + r]
+    tv = torch.as_tensor(list(t_values), dtype=torch.float32, device=device)
+    t = tv[torch.randint(0, tv.numel(), idx.shape, generator=generator, device=device)]
+    return partners, t
+
+
+def _device_generator(device: torch.device, seed: int) -> torch.Generator:
+    g = torch.Generator(device=device)
+    g.manual_seed(int(seed))
+    return g
