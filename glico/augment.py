@@ -1,0 +1,67 @@
+"""GLICO augmentation of a classifier's training batches.
+
+Each example of a batch is replaced, with probability p, by a new image generated from its own code
+and the code of a random other example of its class: G([slerp(z_i, z_j, t), ε]), t from
+{0.1, 0.2, 0.3, 0.4} (Section IV-B). Everything happens on the batch's device: the coin flips, the
+partner draw, the generator; nothing waits on the host.
+"""
+from __future__ import annotations
+
+import torch
+
+from glico._checks import check_images
+from glico.model import GLICO
+
+
+class GLICOAugmenter:
+    """Replaces each example of a batch by a GLICO sample with probability ``p``.
+
+    Args:
+        model: a fitted GLICO model; its code table rows are the training set's examples.
+        p: replacement probability per example (paper: 0.5).
+        seed: seeds the coin flips and the sampling; successive calls use successive seeds.
+        check_inputs: validate every batch against the image contract (costs one host sync per call).
+    """
+
+    def __init__(self, model: GLICO, p: float = 0.5, seed: int = 0, check_inputs: bool = False) -> None:
+        if not 0.0 <= p <= 1.0:
+            raise ValueError(f"p must be a probability in [0, 1]; got {p}")
+        model._require_fitted()
+        self.model, self.p, self.seed, self.check_inputs = model, float(p), int(seed), check_inputs
+        self._calls = 0
+
+    @torch.no_grad()
+    def __call__(self, images: torch.Tensor, idx: torch.Tensor) -> torch.Tensor:
+        """Augment a batch.
+
+        Args:
+            images: the batch, in [0, 1].
+            idx: each example's row in the model's code table (its index in the training set).
+
+        Returns:
+            The batch with some examples replaced, in [0, 1]; same shape, dtype and device.
+
+        Shape:
+            images (B, C, H, W), idx (B,)
+        """
+        if self.check_inputs:
+            check_images(images, "images")
+        if idx.shape != images.shape[:1]:
+            raise ValueError(f"idx must have shape (B,) = ({images.shape[0]},); got {tuple(idx.shape)}")
+        if self.p == 0.0:
+            return images
+        seed = self.seed + 1_000_003 * self._calls
+        self._calls += 1
+        g = torch.Generator(device=images.device)
+        g.manual_seed(seed)
+        replace = torch.rand(images.shape[0], generator=g, device=images.device) < self.p
+        model = self.model
+        codes = model.codes.weight.detach()
+        inputs = model.interpolator.sample_inputs(
+            codes, idx.to(codes.device), model.class_index, model.t_values, model.noise, seed, check_indices=self.check_inputs
+        )
+        was = model.generator.training
+        model.generator.eval()
+        synth = model.generator(inputs).to(images.device, images.dtype)
+        model.generator.train(was)
+        return torch.where(replace[:, None, None, None], synth, images)

@@ -1,0 +1,108 @@
+"""Checkpoints: tensors and plain data only, written atomically, loaded with ``weights_only=True``.
+
+A checkpoint records the library version and the model's composition; loading into a model built
+from different parts is refused with a message that says what differs. The frozen perceptual
+backbone is never saved (it is part of the loss, not of what was learned).
+"""
+from __future__ import annotations
+
+import os
+import pickle
+import tempfile
+import zipfile
+from pathlib import Path
+from typing import Any
+
+import torch
+
+FORMAT = "glico-checkpoint-v1"
+
+
+def model_state(model) -> dict[str, torch.Tensor]:
+    """What was learned: generator, classifier, codes and labels (not the loss backbone)."""
+    state: dict[str, torch.Tensor] = {}
+    for name, part in (("generator", model.generator), ("classifier", model.classifier)):
+        if part is not None:
+            state.update({f"{name}.{k}": v.detach().cpu() for k, v in part.state_dict().items()})
+    if model.codes is not None:
+        state["codes"] = model.codes.weight.detach().cpu()
+    state["labels"] = model.labels.detach().cpu()
+    return state
+
+
+def load_model_state(model, state: dict[str, torch.Tensor]) -> None:
+    """Load :func:`model_state` output into ``model`` (creating its code table)."""
+    from glico.latents import CodeTable
+
+    for name, part in (("generator", model.generator), ("classifier", model.classifier)):
+        if part is None:
+            continue
+        sub = {k[len(name) + 1 :]: v for k, v in state.items() if k.startswith(name + ".")}
+        part.load_state_dict(sub)
+    device = model.labels.device
+    if "codes" in state:
+        model.codes = CodeTable(state["codes"]).to(device)
+    model.labels = state["labels"].to(device)
+    model._index = None
+
+
+def save_checkpoint(path: str | os.PathLike, model, extra: dict[str, Any] | None = None) -> Path:
+    """Write ``model`` (and trainer state in ``extra``) to ``path`` atomically.
+
+    The file is written to a temporary file in the same folder, flushed to disk, then renamed over
+    ``path``, so a crash never leaves a half-written checkpoint where the last good one was.
+    """
+    from glico import __version__
+
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    payload = {
+        "format": FORMAT,
+        "glico_version": __version__,
+        "composition": model.composition(),
+        "model": model_state(model),
+        "extra": extra or {},
+    }
+    fd, tmp = tempfile.mkstemp(prefix=path.name + ".", suffix=".tmp", dir=path.parent)
+    try:
+        with os.fdopen(fd, "wb") as f:
+            torch.save(payload, f)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+    return path
+
+
+def read_checkpoint(path: str | os.PathLike, map_location: str | torch.device = "cpu") -> dict[str, Any]:
+    """Read a checkpoint safely (no code is executed) and check it is one of ours.
+
+    Raises:
+        FileNotFoundError: no file at ``path``.
+        ValueError: the file is truncated, corrupted, not a torch file, holds code, or is not a
+            glico checkpoint.
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"no checkpoint at {path}")
+    try:
+        payload = torch.load(path, map_location=map_location, weights_only=True)
+    except (pickle.UnpicklingError, zipfile.BadZipFile, RuntimeError, EOFError, AttributeError, TypeError) as e:
+        raise ValueError(
+            f"{path} could not be read as a glico checkpoint: it is truncated, corrupted, or holds objects other "
+            f"than tensors and plain data (which are never unpickled, for safety). Cause: {type(e).__name__}: {str(e)[:300]}"
+        ) from e
+    if not isinstance(payload, dict) or payload.get("format") != FORMAT:
+        raise ValueError(f"{path} is a torch file but not a glico checkpoint (expected format {FORMAT!r})")
+    return payload
+
+
+def check_composition(payload: dict[str, Any], model, path: str | os.PathLike) -> None:
+    """Refuse to load a checkpoint into a model composed of different parts."""
+    saved, mine = payload["composition"], model.composition()
+    diff = {k: (saved.get(k), mine.get(k)) for k in set(saved) | set(mine) if saved.get(k) != mine.get(k)}
+    if diff:
+        lines = "; ".join(f"{k}: checkpoint has {a}, model has {b}" for k, (a, b) in sorted(diff.items()))
+        raise ValueError(f"checkpoint {path} was written by a differently composed GLICO model ({lines})")

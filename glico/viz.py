@@ -1,0 +1,65 @@
+"""Pictures: image grids and loss curves."""
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Sequence
+
+import torch
+from torch.nn import functional as F
+
+
+def save_grid(images: torch.Tensor, path: str | Path, nrow: int, min_cell: int = 64, pad: int = 2) -> Path:
+    """Save images in [0, 1] as a PNG grid, ``nrow`` images per row; small images are enlarged
+    (nearest neighbour) so each cell is at least ``min_cell`` pixels wide.
+
+    Shape:
+        images (N, C, H, W) with C in {1, 3}
+    """
+    from torchvision.utils import save_image
+
+    images = images.detach().float().cpu().clamp(0, 1)
+    scale = max(1, -(-min_cell // images.shape[-1]))
+    if scale > 1:
+        images = F.interpolate(images, scale_factor=scale, mode="nearest")
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    save_image(images, path, nrow=nrow, padding=pad, pad_value=1.0)
+    return path
+
+
+def class_grid(model, per_class: int = 8, seed: int = 0) -> torch.Tensor:
+    """New samples of a fitted model, ``per_class`` per class, classes in rows.
+
+    Shape:
+        returns (num_classes * per_class, C, H, W)
+    """
+    labels = torch.arange(model.num_classes).repeat_interleave(per_class)
+    return model.sample(labels, seed=seed)
+
+
+def interpolation_grid(model, pairs: Sequence[tuple[int, int]], steps: int = 8) -> torch.Tensor:
+    """For each (i, j) pair of training images, the images along the interpolation between their codes.
+
+    Shape:
+        returns (len(pairs) * steps, C, H, W)
+    """
+    return torch.cat([model.interpolate(i, j, steps=steps, seed=k) for k, (i, j) in enumerate(pairs)])
+
+
+def plot_losses(history, path: str | Path) -> Path:
+    """Plot the fit's logged reconstruction and classification losses to a PNG."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(1, 2, figsize=(9, 3.2))
+    ax[0].plot(history.step, history.reconstruction)
+    ax[0].set(title="reconstruction loss", xlabel="step", yscale="log")
+    ax[1].plot(history.step, history.classification)
+    ax[1].set(title="classification loss", xlabel="step")
+    fig.tight_layout()
+    path = Path(path)
+    fig.savefig(path, dpi=100)
+    plt.close(fig)
+    return path

@@ -1,0 +1,187 @@
+"""The composer: fitting lowers the reconstruction loss, codes stay on the sphere, gradients reach
+every part, sampling keeps class structure, save/load round trips."""
+import pytest
+import torch
+
+from glico import GLICO
+from glico.augment import GLICOAugmenter
+from glico.classifiers import LatentMLP, WeakCNN
+from glico.interpolation import Lerp
+from glico.losses import PixelLoss
+from glico.noise import NoNoise
+from glico.training import FitConfig, fit
+
+
+def toy_data(n_per_class=4, classes=3, size=8, seed=0):
+    """Classes are distinct constant-ish patterns: class c lights up row block c."""
+    g = torch.Generator().manual_seed(seed)
+    images, labels = [], []
+    for c in range(classes):
+        base = torch.zeros(1, size, size)
+        base[:, c * size // classes : (c + 1) * size // classes, :] = 0.9
+        for _ in range(n_per_class):
+            images.append((base + 0.05 * torch.rand(1, size, size, generator=g)).clamp(0, 1))
+            labels.append(c)
+    return torch.stack(images), torch.tensor(labels)
+
+
+def small_model(**kw):
+    defaults = dict(code_dim=16, loss=PixelLoss(p=2))
+    defaults.update(kw)
+    return GLICO(image_shape=(1, 8, 8), num_classes=3, **defaults)
+
+
+def test_defaults_are_the_papers_choices():
+    from glico.interpolation import Slerp
+    from glico.latents import RandomSphere
+    from glico.noise import ConcatNoise
+
+    m = GLICO(image_shape=(1, 8, 8), num_classes=3, loss=PixelLoss())
+    assert m.code_dim == 128
+    assert isinstance(m.noise, ConcatNoise) and isinstance(m.interpolator, Slerp)
+    assert isinstance(m.classifier, WeakCNN) and isinstance(m.init, RandomSphere)
+    assert m.t_values == (0.1, 0.2, 0.3, 0.4)
+
+
+def test_fit_lowers_reconstruction_and_keeps_codes_on_sphere():
+    x, y = toy_data()
+    m = small_model()
+    norms = []
+    h = fit(m, x, y, config=FitConfig(epochs=150, progress=False, log_every=10),
+            on_log=lambda s, l: norms.append(m.codes.weight.detach().norm(dim=1)))
+    assert h.reconstruction[-1] < 0.5 * h.reconstruction[0]
+    for n in norms:
+        torch.testing.assert_close(n, torch.ones_like(n))
+    rec = m.reconstruct()
+    assert ((rec - x) ** 2).mean() < 0.02
+
+
+def test_gradients_reach_codes_generator_and_classifier():
+    x, y = toy_data()
+    m = small_model()
+    m.init_codes(x, y, torch.Generator().manual_seed(0))
+    losses = m.step_losses(x, torch.arange(len(x)))
+    losses.total.backward()
+    assert m.codes.weight.grad is not None and m.codes.weight.grad.coalesce().values().abs().sum() > 0
+    assert all(p.grad is not None and p.grad.abs().sum() > 0 for p in m.generator.parameters())
+    assert all(p.grad is not None for p in m.classifier.parameters())
+    assert losses.classification > 0
+
+
+def test_latent_classifier_gets_codes():
+    x, y = toy_data()
+    m = small_model(classifier=LatentMLP(code_dim=16, num_classes=3))
+    m.init_codes(x, y, torch.Generator().manual_seed(0))
+    m.step_losses(x, torch.arange(len(x))).total.backward()
+    assert m.codes.weight.grad is not None
+
+
+def test_no_classifier_means_no_classification_term():
+    x, y = toy_data()
+    m = small_model(classifier=None)
+    m.init_codes(x, y, torch.Generator().manual_seed(0))
+    assert float(m.step_losses(x, torch.arange(len(x))).classification) == 0.0
+
+
+def test_unlabeled_images_get_codes_but_no_class_loss():
+    x, y = toy_data()
+    m = small_model()
+    unl = x[:5].flip(-1)
+    fit(m, x, y, unlabeled=unl, config=FitConfig(epochs=2, progress=False))
+    assert m.codes.num_codes == len(x) + 5
+    assert (m.labels[len(x):] == -1).all()
+    # unlabelled codes are never partners or anchors of class samples
+    idx = m.class_index
+    for c in range(3):
+        members = idx.order[idx.offsets[c] : idx.offsets[c + 1]]
+        assert (members < len(x)).all() and len(members) == 4
+
+
+def test_samples_keep_class_structure():
+    """A classifier fitted jointly recognises the class of new samples."""
+    x, y = toy_data(n_per_class=5)
+    m = small_model(gamma=0.5)
+    fit(m, x, y, config=FitConfig(epochs=200, progress=False))
+    labels = torch.arange(3).repeat_interleave(20)
+    s = m.sample(labels, seed=1)
+    assert s.shape == (60, 1, 8, 8) and s.min() >= 0 and s.max() <= 1
+    # the class is the bright row block: nearest class mean wins
+    means = torch.stack([x[y == c].mean(0) for c in range(3)])
+    pred = ((s[:, None] - means[None]) ** 2).flatten(2).sum(-1).argmin(1)
+    assert (pred == labels).float().mean() > 0.9
+
+
+def test_augmenter_replaces_about_p_and_keeps_shape():
+    x, y = toy_data()
+    m = small_model()
+    fit(m, x, y, config=FitConfig(epochs=3, progress=False))
+    aug = GLICOAugmenter(m, p=0.5, seed=0)
+    big = x.repeat(50, 1, 1, 1)
+    idx = torch.arange(len(x)).repeat(50)
+    out = aug(big, idx)
+    assert out.shape == big.shape
+    replaced = (out != big).flatten(1).any(1).float().mean()
+    assert 0.4 < replaced < 0.6  # 600 coin flips: 5 sigma ~ 0.1
+    assert torch.equal(GLICOAugmenter(m, p=0.0)(x, torch.arange(len(x))), x)
+
+
+def test_save_load_round_trip(tmp_path):
+    x, y = toy_data()
+    m = small_model()
+    fit(m, x, y, config=FitConfig(epochs=3, progress=False))
+    m.save(tmp_path / "m.pt")
+    m2 = small_model()
+    m2.load(tmp_path / "m.pt")
+    torch.testing.assert_close(m2.codes.weight, m.codes.weight)
+    torch.testing.assert_close(m2.sample([0, 1, 2], seed=4), m.sample([0, 1, 2], seed=4))
+
+
+def test_load_refuses_a_different_composition(tmp_path):
+    x, y = toy_data()
+    m = small_model()
+    fit(m, x, y, config=FitConfig(epochs=1, progress=False))
+    m.save(tmp_path / "m.pt")
+    with pytest.raises(ValueError, match="interpolator"):
+        small_model(interpolator=Lerp()).load(tmp_path / "m.pt")
+
+
+@pytest.mark.parametrize(
+    "images,labels,match",
+    [
+        (torch.rand(6, 1, 8, 8) * 255, torch.tensor([0, 0, 1, 1, 2, 2]), r"\[0, 1\]"),
+        (torch.randint(0, 255, (6, 1, 8, 8), dtype=torch.uint8), torch.tensor([0, 0, 1, 1, 2, 2]), "255"),
+        (torch.rand(6, 8, 8), torch.tensor([0, 0, 1, 1, 2, 2]), "N, C, H, W"),
+        (torch.rand(6, 1, 8, 8), torch.tensor([0, 0, 1, 1, 2]), "match"),
+        (torch.rand(6, 1, 8, 8), torch.tensor([0, 0, 1, 1, 3, 3]), "no examples"),
+        (torch.rand(6, 1, 16, 16), torch.tensor([0, 0, 1, 1, 2, 2]), "built for"),
+        (torch.full((6, 1, 8, 8), float("nan")), torch.tensor([0, 0, 1, 1, 2, 2]), "NaN"),
+    ],
+)
+def test_fit_rejects_bad_input_clearly(images, labels, match):
+    with pytest.raises((ValueError, TypeError), match=match):
+        fit(small_model(), images, labels, config=FitConfig(epochs=1, progress=False))
+
+
+def test_sample_before_fit_is_a_clear_error():
+    with pytest.raises(RuntimeError, match="fit"):
+        small_model().sample([0])
+
+
+def test_mismatched_generator_and_noise_is_refused():
+    from glico.generators import DCGANGenerator
+
+    with pytest.raises(ValueError, match="inputs of length"):
+        GLICO(image_shape=(1, 8, 8), num_classes=3, code_dim=16, loss=PixelLoss(),
+              generator=DCGANGenerator(16 + 32, 8, 1), noise=NoNoise())
+
+
+def test_same_seed_same_result():
+    x, y = toy_data()
+    outs = []
+    for _ in range(2):
+        torch.manual_seed(123)  # the model's own initial weights
+        m = small_model()
+        fit(m, x, y, config=FitConfig(epochs=3, progress=False, seed=5))
+        outs.append((m.codes.weight.detach().clone(), m.sample([0, 1, 2], seed=1)))
+    torch.testing.assert_close(outs[0][0], outs[1][0], rtol=0, atol=0)
+    torch.testing.assert_close(outs[0][1], outs[1][1], rtol=0, atol=0)
