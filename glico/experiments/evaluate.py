@@ -1,0 +1,305 @@
+"""``glico evaluate``: does GLICO help on this data, and more than plain augmentation?
+
+For each SPC and seed: one small-sample split; for each method, a classifier trained on that split
+with the same budget and recipe (only the batch policy differs); top-1 / top-5 on the full test set.
+GLICO is fitted once per (SPC, seed) and reused by every method that needs it. Results are
+aggregated as mean ± standard error over seeds and written as ``results.json``, ``results.md`` and
+``results.png``.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import math
+import statistics
+import time
+from dataclasses import asdict, dataclass, field, replace
+from pathlib import Path
+from typing import Any, Callable
+
+import torch
+from torch import nn
+
+from glico import __version__
+from glico.experiments.downstream import TrainConfig, evaluate, steps_for, train_classifier
+from glico.experiments.policies import build_policy, policy_names
+
+log = logging.getLogger(__name__)
+
+GLICO_METHODS = ("glico", "glico+autoaugment")
+
+
+def _downstream_classifiers() -> dict[str, Callable[[int, int, int], nn.Module]]:
+    """Downstream classifier names (the CLI's ``--classifier``) -> factory(in_channels, num_classes, size)."""
+    from glico.classifiers import VGG19, ResNet50, WeakCNN, WideResNet
+
+    return {
+        "wrn-28-10": lambda c, k, s: WideResNet(depth=28, widen_factor=10, num_classes=k, in_channels=c),
+        "wrn-28-2": lambda c, k, s: WideResNet(depth=28, widen_factor=2, num_classes=k, in_channels=c),
+        "resnet50": lambda c, k, s: ResNet50(num_classes=k, in_channels=c),
+        "vgg19": lambda c, k, s: VGG19(num_classes=k, in_channels=c),
+        "weak": lambda c, k, s: WeakCNN(in_channels=c, num_classes=k, image_size=s),
+    }
+
+
+@dataclass(frozen=True)
+class EvaluateConfig:
+    """Everything an evaluation needs (recorded in results.json so it can be rerun).
+
+    Args:
+        data: data SPEC (``digits``, ``cifar10:DIR``, ``folder:PATH``, ...).
+        spcs: samples per class; one split per (spc, seed).
+        seeds: split / training seeds.
+        methods: batch policies to compare (see :func:`glico.experiments.policies.policy_names`).
+        classifier: downstream classifier name (``wrn-28-10``, ``resnet50``, ``vgg19``, ``weak``, ...).
+        epochs: classifier budget in epochs of the training set oversampled to 5000 images
+            (:func:`steps_for`); the paper's 200 gives 8000 steps at batch 128.
+        batch_size, lr, weight_decay: the SGD recipe (paper: 128 / 0.1 for 32 px; 16 / 0.001 for CUB).
+        glico_p: replacement probability of the GLICO policy.
+        fit_epochs: GLICO fit budget.
+        model: the GLICO composition by names (see :class:`glico.names.ModelSpec` fields), without
+            image_shape / num_classes.
+        image_size: resize images (needed for folders of mixed sizes and for CUB).
+        max_test: evaluate on a fixed stratified subsample of the test set (None: all of it).
+        device: where to train.
+    """
+
+    data: str
+    spcs: tuple[int, ...] = (10,)
+    seeds: tuple[int, ...] = (0, 1, 2)
+    methods: tuple[str, ...] = ("baseline", "glico")
+    classifier: str = "wrn-28-10"
+    epochs: int = 200
+    batch_size: int = 128
+    lr: float = 0.1
+    weight_decay: float = 5e-4
+    glico_p: float = 0.5
+    fit_epochs: int = 200
+    fit_batch_size: int = 128
+    model: dict[str, Any] = field(default_factory=dict)
+    image_size: int | None = None
+    max_test: int | None = None
+    device: str = "cpu"
+
+    def __post_init__(self) -> None:
+        valid = policy_names()
+        bad = [m for m in self.methods if m not in valid]
+        if bad:
+            raise ValueError(f"unknown method(s) {', '.join(bad)}; valid: {', '.join(valid)}")
+        if self.classifier not in _downstream_classifiers():
+            raise ValueError(f"unknown classifier {self.classifier!r}; valid: {', '.join(_downstream_classifiers())}")
+        if not self.spcs or min(self.spcs) < 1:
+            raise ValueError(f"spc values must be >= 1; got {self.spcs}")
+        if not self.seeds:
+            raise ValueError("give at least one seed")
+
+
+def mean_ste(values: list[float]) -> tuple[float, float]:
+    """Mean and standard error of the mean (sample std / sqrt(n); 0 for one value)."""
+    m = statistics.fmean(values)
+    return m, (statistics.stdev(values) / math.sqrt(len(values)) if len(values) > 1 else 0.0)
+
+
+def run_evaluation(cfg: EvaluateConfig, out: Path, progress: bool = True, echo: Callable[[str], None] = print) -> dict:
+    """Run the evaluation grid and write results.json, results.md and results.png under ``out``.
+
+    Returns:
+        The results dictionary written to results.json.
+    """
+    from glico.augment import GLICOAugmenter
+    from glico.data import load_data, small_sample_split
+    from glico.names import ModelSpec, build_model
+    from glico.training import FitConfig, fit, resolve_device
+
+    resolve_device(cfg.device)
+    out.mkdir(parents=True, exist_ok=True)
+    data = load_data(cfg.data, image_size=cfg.image_size, max_test=cfg.max_test)
+    c, h, w = data.train.images.shape[1:]
+    k = len(data.train.class_names)
+    flip = data.name != "digits"  # digits are not mirror-symmetric
+    factory = _downstream_classifiers()[cfg.classifier]
+    runs: list[dict] = []
+    needs_glico = any(m in GLICO_METHODS for m in cfg.methods)
+    total = len(cfg.spcs) * len(cfg.seeds) * len(cfg.methods)
+    started = time.perf_counter()
+    done = 0
+    echo(f"glico evaluate: {data.name}, {k} classes, {data.test.images.shape[0]} test images; spc {list(cfg.spcs)}, "
+         f"seeds {list(cfg.seeds)}, methods {', '.join(cfg.methods)}, classifier {cfg.classifier} on {cfg.device}")
+    for spc in cfg.spcs:
+        for seed in cfg.seeds:
+            train, chosen = small_sample_split(data.train, spc, seed)
+            n = train.images.shape[0]
+            batch = min(cfg.batch_size, n)
+            tcfg = TrainConfig(steps=steps_for(n, cfg.batch_size, cfg.epochs), batch_size=batch, lr=cfg.lr,
+                               weight_decay=cfg.weight_decay, crop_pad=max(1, h // 8), flip=flip, seed=seed,
+                               device=cfg.device, progress=progress)
+            augmenter = None
+            fit_info: dict[str, Any] = {}
+            if needs_glico:
+                spec = ModelSpec(image_shape=(c, h, w), num_classes=k, **cfg.model)
+                torch.manual_seed(seed)
+                model = build_model(spec)
+                t0 = time.perf_counter()
+                hist = fit(model, train.images, train.labels,
+                           config=FitConfig(epochs=cfg.fit_epochs, batch_size=cfg.fit_batch_size, seed=seed,
+                                            device=cfg.device, progress=progress))
+                fit_info = {"seconds": round(time.perf_counter() - t0, 1), "reconstruction_last": hist.reconstruction[-1]}
+                from glico.viz import class_grid, save_grid
+
+                save_grid(class_grid(model, 8, seed), out / f"samples-spc{spc}-seed{seed}.png", nrow=8)
+                augmenter = GLICOAugmenter(model, p=cfg.glico_p, seed=seed)
+            for method in cfg.methods:
+                policy = build_policy(method, num_classes=k, glico_augmenter=augmenter, seed=seed, image_size=h)
+                torch.manual_seed(seed)
+                clf = factory(c, k, h)
+                t0 = time.perf_counter()
+                train_classifier(clf, train.images, train.labels, tcfg, policy=policy, desc=f"{method} spc{spc} s{seed}")
+                acc = evaluate(clf, data.test.images, data.test.labels, device=cfg.device)
+                secs = time.perf_counter() - t0
+                runs.append({"spc": spc, "seed": seed, "method": method, **acc, "seconds": round(secs, 1),
+                             "steps": tcfg.steps, "fit": fit_info if method in GLICO_METHODS else None})
+                done += 1
+                elapsed = time.perf_counter() - started
+                eta = elapsed / done * (total - done)
+                echo(f"  spc {spc:>3} seed {seed} {method:>18}: top-1 {acc['top1']:6.2f} %  top-5 {acc['top5']:6.2f} %  "
+                     f"({secs:.0f} s; {done}/{total} done, about {eta / 60:.1f} min left)")
+                del clf
+    summary = aggregate(runs)
+    results = {
+        "glico_version": __version__,
+        "config": {**asdict(cfg), "spcs": list(cfg.spcs), "seeds": list(cfg.seeds), "methods": list(cfg.methods)},
+        "recipe": {"steps_per_run": {str(s): steps_for(s * k, cfg.batch_size, cfg.epochs) for s in cfg.spcs},
+                   "optimizer": "SGD, Nesterov momentum 0.9, step schedule x0.2 at 30/60/80 %",
+                   "standard_augmentation": f"random crop (pad {max(1, h // 8)})" + (" + horizontal flip" if flip else "")},
+        "data": {"name": data.name, "classes": k, "n_test": int(data.test.images.shape[0]), "image_shape": [c, h, w]},
+        "runs": runs,
+        "summary": summary,
+        "seconds": round(time.perf_counter() - started, 1),
+    }
+    (out / "results.json").write_text(json.dumps(results, indent=2))
+    (out / "results.md").write_text(markdown_table(summary, cfg))
+    plot_results(summary, out / "results.png", title=f"{data.name}, {cfg.classifier}")
+    echo((out / "results.md").read_text())
+    return results
+
+
+def aggregate(runs: list[dict]) -> list[dict]:
+    """Mean ± STE of top-1 / top-5 per (spc, method) over seeds."""
+    keys = sorted({(r["spc"], r["method"]) for r in runs}, key=lambda x: (x[0], [r["method"] for r in runs].index(x[1])))
+    rows = []
+    for spc, method in keys:
+        sel = [r for r in runs if r["spc"] == spc and r["method"] == method]
+        t1, s1 = mean_ste([r["top1"] for r in sel])
+        t5, s5 = mean_ste([r["top5"] for r in sel])
+        rows.append({"spc": spc, "method": method, "top1": t1, "top1_ste": s1, "top5": t5, "top5_ste": s5,
+                     "seeds": [r["seed"] for r in sel]})
+    return rows
+
+
+def markdown_table(summary: list[dict], cfg: EvaluateConfig) -> str:
+    """One row per method, one column pair (top-1, top-5) per SPC: mean ± STE over seeds."""
+    spcs = sorted({r["spc"] for r in summary})
+    methods = list(dict.fromkeys(r["method"] for r in summary))
+    head = "| method | " + " | ".join(f"top-1 @ {s} spc | top-5 @ {s} spc" for s in spcs) + " |"
+    sep = "|---|" + "---|---|" * len(spcs)
+    lines = [f"Accuracy (%) on {cfg.data}, classifier {cfg.classifier}, mean ± STE over seeds {list(cfg.seeds)}", "", head, sep]
+    for m in methods:
+        cells = []
+        for s in spcs:
+            r = next(x for x in summary if x["spc"] == s and x["method"] == m)
+            cells += [f"{r['top1']:.2f} ± {r['top1_ste']:.2f}", f"{r['top5']:.2f} ± {r['top5_ste']:.2f}"]
+        lines.append(f"| {m} | " + " | ".join(cells) + " |")
+    return "\n".join(lines) + "\n"
+
+
+def plot_results(summary: list[dict], path: Path, title: str) -> Path:
+    """Top-1 accuracy per method: vs SPC (lines with error bars) when several SPCs, else bars."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    spcs = sorted({r["spc"] for r in summary})
+    methods = list(dict.fromkeys(r["method"] for r in summary))
+    fig, ax = plt.subplots(figsize=(7, 4))
+    if len(spcs) > 1:
+        for m in methods:
+            rs = sorted((r for r in summary if r["method"] == m), key=lambda r: r["spc"])
+            ax.errorbar([r["spc"] for r in rs], [r["top1"] for r in rs], yerr=[r["top1_ste"] for r in rs],
+                        marker="o", capsize=3, label=m)
+        ax.set(xlabel="samples per class", xscale="log")
+        ax.legend(fontsize=8)
+    else:
+        rs = [next(r for r in summary if r["method"] == m) for m in methods]
+        ax.bar(range(len(rs)), [r["top1"] for r in rs], yerr=[r["top1_ste"] for r in rs], capsize=3)
+        ax.set_xticks(range(len(rs)), methods, rotation=30, ha="right", fontsize=8)
+        lo = min(r["top1"] - r["top1_ste"] for r in rs)
+        ax.set_ylim(max(0.0, lo - 5), None)
+        ax.set(xlabel=f"method ({spcs[0]} per class)")
+    ax.set(ylabel="top-1 accuracy (%)", title=title)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return path
+
+
+# ------------------------------------------------------------------------------------------ CLI
+def _int_list(text: str) -> tuple[int, ...]:
+    try:
+        values = tuple(int(v) for v in text.split(",") if v.strip())
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected comma-separated whole numbers, got {text!r}") from None
+    if not values:
+        raise argparse.ArgumentTypeError("expected at least one number")
+    return values
+
+
+def _methods(text: str) -> tuple[str, ...]:
+    names = tuple(m.strip() for m in text.split(",") if m.strip())
+    valid = policy_names()
+    bad = [m for m in names if m not in valid]
+    if bad or not names:
+        raise argparse.ArgumentTypeError(f"unknown method(s) {', '.join(bad) or '(none)'}; valid: {', '.join(valid)}")
+    return names
+
+
+def add_evaluate_parser(sub, family_args: Callable[[argparse.ArgumentParser], None]) -> argparse.ArgumentParser:
+    """Register ``glico evaluate`` on the CLI's subparsers."""
+    e = sub.add_parser("evaluate", help="downstream accuracy of GLICO vs augmentation baselines, mean ± STE over seeds")
+    e.add_argument("--data", required=True, help="digits | cifar10:DIR | cifar100:DIR | cub:DIR | folder:PATH")
+    e.add_argument("--spc", required=True, type=_int_list, help="samples per class, e.g. 10 or 10,25,50")
+    e.add_argument("--seeds", default=(0, 1, 2), type=_int_list, help="comma-separated seeds (default 0,1,2)")
+    e.add_argument("--methods", default=("baseline", "glico"), type=_methods,
+                   help=f"comma-separated: {', '.join(policy_names())}")
+    e.add_argument("--out", required=True, help="folder for results.json, results.md, results.png")
+    e.add_argument("--classifier", default="wrn-28-10", choices=list(_downstream_classifiers()),
+                   help="downstream classifier (weak = the fast CPU option)")
+    e.add_argument("--epochs", default=200, type=int,
+                   help="classifier budget: epochs over the split oversampled to 5000 images (paper: 200 -> 8000 steps at batch 128)")
+    e.add_argument("--fit-epochs", default=200, type=int, help="GLICO fit budget in epochs")
+    e.add_argument("--batch-size", default=None, type=int, help="default 128 (CUB: 16)")
+    e.add_argument("--lr", default=None, type=float, help="default 0.1 (CUB: 0.001)")
+    e.add_argument("--glico-p", default=0.5, type=float, help="GLICO replacement probability")
+    e.add_argument("--image-size", default=None, type=int)
+    e.add_argument("--max-test", default=None, type=int, help="evaluate on a fixed stratified subsample of the test set")
+    e.add_argument("--device", default="cpu")
+    e.add_argument("--quiet", action="store_true")
+    family_args(e)
+    e.set_defaults(func=cmd_evaluate)
+    return e
+
+
+def cmd_evaluate(args) -> int:
+    cub = args.data.startswith("cub:")
+    model = {"generator": args.generator, "loss": args.loss, "vgg_weights": args.vgg_weights, "init": args.init,
+             "feature_weights": args.feature_weights, "noise": args.noise, "interpolator": args.interpolator,
+             "classifier": args.classifier_f, "class_loss": args.class_loss, "code_dim": args.code_dim, "gamma": args.gamma}
+    cfg = EvaluateConfig(
+        data=args.data, spcs=args.spc, seeds=args.seeds, methods=args.methods, classifier=args.classifier,
+        epochs=args.epochs, batch_size=args.batch_size or (16 if cub else 128), lr=args.lr or (0.001 if cub else 0.1),
+        glico_p=args.glico_p, fit_epochs=args.fit_epochs, model=model, image_size=args.image_size,
+        max_test=args.max_test, device=args.device,
+    )
+    run_evaluation(cfg, Path(args.out), progress=not args.quiet)
+    return 0
