@@ -41,16 +41,33 @@ def load_model_state(model, state: dict[str, torch.Tensor]) -> None:
         part.load_state_dict(sub)
     device = model.labels.device
     if "codes" in state:
-        model.codes = CodeTable(state["codes"]).to(device)
+        table = CodeTable(state["codes"])
+        # The constructor re-normalises; keep the saved bits exactly (a resumed fit must match).
+        with torch.no_grad():
+            table.weight.copy_(state["codes"])
+        model.codes = table.to(device)
     model.labels = state["labels"].to(device)
     model._index = None
 
 
-def save_checkpoint(path: str | os.PathLike, model, extra: dict[str, Any] | None = None) -> Path:
+def nonfinite_entries(state: dict[str, torch.Tensor]) -> list[str]:
+    """Names of the floating-point tensors in ``state`` that hold NaN or inf."""
+    return [k for k, v in state.items() if v.is_floating_point() and not bool(torch.isfinite(v).all())]
+
+
+def save_checkpoint(path: str | os.PathLike, model, extra: dict[str, Any] | None = None,
+                    state: dict[str, torch.Tensor] | None = None) -> Path:
     """Write ``model`` (and trainer state in ``extra``) to ``path`` atomically.
 
     The file is written to a temporary file in the same folder, flushed to disk, then renamed over
-    ``path``, so a crash never leaves a half-written checkpoint where the last good one was.
+    ``path`` (and the folder entry synced), so a crash never leaves a half-written checkpoint where the
+    last good one was.
+
+    Args:
+        path: the checkpoint file.
+        model: the GLICO model.
+        extra: plain data (str, numbers, bool, None, lists, tuples, dicts) and tensors.
+        state: ``model_state(model)`` when the caller computed it already.
     """
     from glico import __version__
 
@@ -60,7 +77,7 @@ def save_checkpoint(path: str | os.PathLike, model, extra: dict[str, Any] | None
         "format": FORMAT,
         "glico_version": __version__,
         "composition": model.composition(),
-        "model": model_state(model),
+        "model": model_state(model) if state is None else state,
         "extra": extra or {},
     }
     fd, tmp = tempfile.mkstemp(prefix=path.name + ".", suffix=".tmp", dir=path.parent)
@@ -73,7 +90,29 @@ def save_checkpoint(path: str | os.PathLike, model, extra: dict[str, Any] | None
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
         raise
+    _fsync_dir(path.parent)
     return path
+
+
+def _fsync_dir(folder: Path) -> None:
+    """Make the rename durable (POSIX); a no-op where folders cannot be opened (Windows)."""
+    try:
+        fd = os.open(folder, os.O_RDONLY)
+    except OSError:
+        return
+    try:
+        os.fsync(fd)
+    except OSError:
+        pass
+    finally:
+        os.close(fd)
+
+
+def _major(version: object) -> int | None:
+    try:
+        return int(str(version).split(".")[0])
+    except ValueError:
+        return None
 
 
 def read_checkpoint(path: str | os.PathLike, map_location: str | torch.device = "cpu") -> dict[str, Any]:
@@ -81,21 +120,35 @@ def read_checkpoint(path: str | os.PathLike, map_location: str | torch.device = 
 
     Raises:
         FileNotFoundError: no file at ``path``.
-        ValueError: the file is truncated, corrupted, not a torch file, holds code, or is not a
-            glico checkpoint.
+        ValueError: the file is truncated, corrupted, not a torch file, holds code, is not a
+            glico checkpoint, or was written by a newer major version of glico.
     """
+    from glico import __version__
+
     path = Path(path)
     if not path.is_file():
         raise FileNotFoundError(f"no checkpoint at {path}")
     try:
         payload = torch.load(path, map_location=map_location, weights_only=True)
-    except (pickle.UnpicklingError, zipfile.BadZipFile, RuntimeError, EOFError, AttributeError, TypeError) as e:
+    except (pickle.UnpicklingError, zipfile.BadZipFile, RuntimeError, EOFError, AttributeError, TypeError,
+            ValueError, IndexError, KeyError, UnicodeDecodeError, OverflowError, MemoryError) as e:
         raise ValueError(
             f"{path} could not be read as a glico checkpoint: it is truncated, corrupted, or holds objects other "
             f"than tensors and plain data (which are never unpickled, for safety). Cause: {type(e).__name__}: {str(e)[:300]}"
         ) from e
-    if not isinstance(payload, dict) or payload.get("format") != FORMAT:
-        raise ValueError(f"{path} is a torch file but not a glico checkpoint (expected format {FORMAT!r})")
+    fmt = payload.get("format") if isinstance(payload, dict) else None
+    if isinstance(fmt, str) and fmt.startswith("glico-checkpoint-") and fmt != FORMAT:
+        raise ValueError(f"{path} is a glico checkpoint in format {fmt!r}, written by glico "
+                         f"{payload.get('glico_version')}; this glico {__version__} reads {FORMAT!r} only")
+    if fmt != FORMAT or not isinstance(payload.get("model"), dict) or not isinstance(payload.get("composition"), dict):
+        raise ValueError(f"{path} is a torch file but not a glico checkpoint (expected a dict with format {FORMAT!r}, "
+                         f"composition and model entries; got {type(payload).__name__}"
+                         f"{' with keys ' + str(sorted(map(str, payload))[:8]) if isinstance(payload, dict) else ''})")
+    saved, mine = _major(payload.get("glico_version")), _major(__version__)
+    if saved is None or (mine is not None and saved > mine):
+        raise ValueError(f"{path} was written by glico {payload.get('glico_version')!r}, a newer major version than "
+                         f"this glico {__version__}: upgrade glico to read it")
+    payload.setdefault("extra", {})
     return payload
 
 

@@ -1,17 +1,35 @@
-"""The fit loop: optimisers, schedule, checkpoints, progress. The model itself is in :mod:`glico.model`.
+"""The fit loop: optimisers, schedule, checkpoints, interruptions, progress. The model itself is in
+:mod:`glico.model`.
 
 Codes are updated sparsely (SparseAdam on the rows of the batch) and only those rows are projected
-back to the unit sphere after each step. Losses are logged every ``log_every`` steps, so the step
-itself has no host synchronisation.
+back to the unit sphere after each step. Losses are read on the host every ``log_every`` steps, so
+the step itself has no host synchronisation.
+
+Reliability (see ``docs/reliability.md``):
+
+- Checkpoints are written atomically (:func:`glico.checkpoint.save_checkpoint`) every
+  ``checkpoint_every`` steps, every ``checkpoint_minutes`` minutes, on SIGINT/SIGTERM and at the end.
+  Each holds the trainer state too (optimisers, schedulers, step, the epoch's permutation, every RNG
+  state, the loss history), so ``resume=True`` continues an interrupted fit and ends bit-identical to an
+  uninterrupted one on CPU.
+- SIGINT/SIGTERM (main thread only) let the current step finish, write a checkpoint, and raise
+  :class:`FitInterrupted`; a second signal stops at once (the last checkpoint is kept).
+- A non-finite loss raises :class:`NonFiniteLossError`. It is detected at the next log point or
+  checkpoint (no per-step host sync), and a checkpoint is only written once the losses since the last
+  check and the weights are finite, so the last good checkpoint is never overwritten with NaN weights.
 """
 from __future__ import annotations
 
+import contextlib
+import hashlib
 import logging
 import math
+import os
+import signal
+import threading
 import time
 from dataclasses import asdict, dataclass, field
-from pathlib import Path
-from typing import Callable
+from typing import Any, Callable, Iterator
 
 import torch
 from tqdm.auto import tqdm
@@ -19,6 +37,10 @@ from tqdm.auto import tqdm
 from glico.model import GLICO, UNLABELED
 
 log = logging.getLogger(__name__)
+
+# Settings that decide the fit's trajectory: a resumed fit must use the checkpoint's values.
+TRAJECTORY_SETTINGS = ("epochs", "batch_size", "lr", "lr_codes", "betas", "cosine", "seed")
+TRAINER_STATE_VERSION = 1
 
 
 @dataclass(frozen=True)
@@ -34,9 +56,18 @@ class FitConfig:
         cosine: anneal the learning rates to 0 along a cosine.
         seed: seeds code initialisation, shuffling and noise.
         device: where to fit ("cpu", "cuda", "cuda:1", ...).
-        log_every: steps between logged losses (each log is one host sync).
-        checkpoint: file to write the model to every ``checkpoint_every`` steps and at the end.
-        checkpoint_every: steps between checkpoints (0 = only at the end).
+        log_every: steps between logged losses (each log is one host sync; a non-finite loss is
+            detected at the next log point or checkpoint).
+        checkpoint: file to write the model and trainer state to (None: no checkpoints).
+        checkpoint_every: steps between checkpoints (0: none by step count).
+        checkpoint_minutes: minutes between checkpoints (0: none by time). Checkpoints are also
+            written on SIGINT/SIGTERM and at the end.
+        resume: continue the fit saved in ``checkpoint`` (written by an earlier, interrupted fit with
+            the same data, composition and trajectory settings) instead of starting afresh.
+        handle_signals: catch SIGINT/SIGTERM during the fit (main thread only) to stop cleanly after
+            the current step with a checkpoint; the previous handlers are restored afterwards.
+        deterministic: ask PyTorch for deterministic algorithms during the fit (see
+            ``docs/reliability.md``); only matters on GPUs, the CPU path is deterministic anyway.
         progress: show a progress bar.
     """
 
@@ -51,24 +82,80 @@ class FitConfig:
     log_every: int = 50
     checkpoint: str | None = None
     checkpoint_every: int = 0
+    checkpoint_minutes: float = 10.0
+    resume: bool = False
+    handle_signals: bool = True
+    deterministic: bool = False
     progress: bool = True
 
     def __post_init__(self) -> None:
         if self.epochs < 1 or self.batch_size < 1:
             raise ValueError(f"epochs and batch_size must be >= 1; got epochs={self.epochs}, batch_size={self.batch_size}")
-        if self.lr <= 0 or self.lr_codes <= 0:
-            raise ValueError(f"learning rates must be > 0; got lr={self.lr}, lr_codes={self.lr_codes}")
+        if not (self.lr > 0 and self.lr_codes > 0 and math.isfinite(self.lr) and math.isfinite(self.lr_codes)):
+            raise ValueError(f"learning rates must be finite and > 0; got lr={self.lr}, lr_codes={self.lr_codes}")
+        if self.log_every < 1:
+            raise ValueError(f"log_every must be >= 1; got {self.log_every}")
+        if self.checkpoint_every < 0:
+            raise ValueError(f"checkpoint_every must be >= 0 (0: no checkpoints by step count); got {self.checkpoint_every}")
+        if not (self.checkpoint_minutes >= 0 and math.isfinite(self.checkpoint_minutes)):
+            raise ValueError(f"checkpoint_minutes must be >= 0 (0: no checkpoints by time); got {self.checkpoint_minutes}")
+        if self.resume and not self.checkpoint:
+            raise ValueError("resume=True needs checkpoint: the file the interrupted fit wrote")
 
 
 @dataclass
 class FitHistory:
-    """Logged losses: one entry per ``log_every`` steps."""
+    """Logged losses: one entry per ``log_every`` steps (kept across a resume).
+
+    ``seconds`` is the fitting time of all sessions together; ``resumed_from`` is the step the last
+    session started at (None: it started at step 0).
+    """
 
     step: list[int] = field(default_factory=list)
     total: list[float] = field(default_factory=list)
     reconstruction: list[float] = field(default_factory=list)
     classification: list[float] = field(default_factory=list)
     seconds: float = 0.0
+    resumed_from: int | None = None
+
+
+class FitInterrupted(KeyboardInterrupt):
+    """SIGINT or SIGTERM stopped a fit after it finished a step and wrote a checkpoint.
+
+    A subclass of :class:`KeyboardInterrupt`, so code that already handles Ctrl-C keeps working.
+
+    Attributes:
+        step: steps completed (the checkpoint holds the state after this step).
+        total_steps: steps of the whole fit.
+        signal_name: "SIGINT" or "SIGTERM".
+        checkpoint: the checkpoint file, or None when the fit was configured without one.
+    """
+
+    def __init__(self, step: int, total_steps: int, signal_name: str, checkpoint: str | None) -> None:
+        self.step, self.total_steps, self.signal_name, self.checkpoint = step, total_steps, signal_name, checkpoint
+        if checkpoint:
+            where = f"the state after step {step} is saved in {checkpoint}; continue with resume=True"
+        else:
+            where = "no checkpoint file was configured (FitConfig.checkpoint=None), so nothing was saved"
+        super().__init__(f"fit interrupted by {signal_name} after step {step} of {total_steps}: {where}")
+
+
+class NonFiniteLossError(FloatingPointError):
+    """The fit produced a non-finite loss (or weights); the last good checkpoint is kept.
+
+    Attributes:
+        step: the first step whose loss was non-finite (None when only the weights were).
+        detected_at: the step at which it was noticed (a log point or checkpoint).
+        checkpoint: the checkpoint file, or None.
+        checkpoint_step: the step of the last good checkpoint this fit wrote or resumed from
+            (None: none yet).
+    """
+
+    def __init__(self, message: str, step: int | None, detected_at: int, checkpoint: str | None,
+                 checkpoint_step: int | None) -> None:
+        super().__init__(message)
+        self.step, self.detected_at = step, detected_at
+        self.checkpoint, self.checkpoint_step = checkpoint, checkpoint_step
 
 
 def resolve_device(device: str | torch.device) -> torch.device:
@@ -94,6 +181,7 @@ def fit(
     unlabeled: torch.Tensor | None = None,
     config: FitConfig = FitConfig(),
     on_log: Callable[[int, dict[str, float]], None] | None = None,
+    checkpoint_extra: dict[str, Any] | None = None,
 ) -> FitHistory:
     """Fit ``model``'s codes, generator and classifier: minimise L = L_rec + γ·L_cls.
 
@@ -101,15 +189,25 @@ def fit(
     contribute only the reconstruction term.
 
     Args:
-        model: the composed GLICO model.
+        model: the composed GLICO model. With ``config.resume`` its learned state is replaced by the
+            checkpoint's (it must be composed of the same parts).
         images: labelled images in [0, 1].
         labels: their classes, 0..C-1, every class present.
         unlabeled: optional unlabelled images in [0, 1].
         config: settings.
         on_log: called with (step, losses) at each log point.
+        checkpoint_extra: plain data (str, numbers, lists, dicts) stored in every checkpoint's
+            ``extra`` beside the trainer state (the CLI stores the run's spec there).
 
     Returns:
-        The logged loss history.
+        The logged loss history (of the whole fit, including the sessions before a resume).
+
+    Raises:
+        FitInterrupted: SIGINT/SIGTERM arrived; the checkpoint holds the state after the last step.
+        NonFiniteLossError: the loss became NaN/inf; the last good checkpoint is kept.
+        FileNotFoundError: ``resume`` without a checkpoint file.
+        ValueError: bad inputs, or ``resume`` with a checkpoint of another fit (the message names
+            what differs).
 
     Shape:
         images (N, C, H, W), labels (N,), unlabeled (M, C, H, W)
@@ -120,9 +218,19 @@ def fit(
     if unlabeled is not None:
         all_images = torch.cat([images, unlabeled])
         all_labels = torch.cat([labels, torch.full((unlabeled.shape[0],), UNLABELED, dtype=torch.long)])
+    n = all_images.shape[0]
+    batch = min(config.batch_size, n)
+    steps_per_epoch = math.ceil(n / batch)
+    total_steps = config.epochs * steps_per_epoch
+    fingerprint = data_fingerprint(all_images, all_labels)
+
     g = torch.Generator().manual_seed(config.seed)
     model.to(device)
-    model.init_codes(all_images, all_labels, g)
+    trainer = None
+    if config.resume:
+        trainer = _load_for_resume(model, config, fingerprint, device, total_steps)
+    else:
+        model.init_codes(all_images, all_labels, g)
     model.to(device)
     data = all_images.to(device)
     noise_gen = torch.Generator(device=device).manual_seed(config.seed + 1)
@@ -132,61 +240,284 @@ def fit(
         params += list(model.classifier.parameters())
     opt = torch.optim.Adam(params, lr=config.lr, betas=config.betas)
     opt_codes = torch.optim.SparseAdam([model.codes.weight], lr=config.lr_codes, betas=config.betas)
-    n = data.shape[0]
-    batch = min(config.batch_size, n)
-    steps_per_epoch = math.ceil(n / batch)
-    total_steps = config.epochs * steps_per_epoch
     scheds = []
     if config.cosine:
         scheds = [torch.optim.lr_scheduler.CosineAnnealingLR(o, total_steps) for o in (opt, opt_codes)]
 
-    model.train()
     history = FitHistory()
-    start = time.perf_counter()
-    running = torch.zeros(3, device=device)
-    bar = tqdm(total=total_steps, desc="fit GLICO", unit="step", disable=not config.progress, leave=False)
     step = 0
-    for _ in range(config.epochs):
-        perm = torch.randperm(n, generator=g).to(device)
-        for k in range(steps_per_epoch):
-            idx = perm[k * batch : (k + 1) * batch]
-            losses = model.step_losses(data[idx], idx, noise_generator=noise_gen)
-            opt.zero_grad(set_to_none=True)
-            opt_codes.zero_grad(set_to_none=True)
-            losses.total.backward()
-            opt.step()
-            opt_codes.step()
-            model.codes.project_(idx)
-            for s in scheds:
-                s.step()
-            running += torch.stack([losses.total.detach(), losses.reconstruction.detach(), losses.classification.detach()])
-            step += 1
-            bar.update(1)
-            if step % config.log_every == 0 or step == total_steps:
-                count = step - (history.step[-1] if history.step else 0)
-                tot, rec, cls = (running / count).tolist()
-                running.zero_()
-                if not math.isfinite(tot):
-                    raise FloatingPointError(
-                        f"the fit loss became non-finite at step {step} (reconstruction {rec}, classification {cls}); "
-                        f"lower the learning rates. The last checkpoint, if any, is kept: {config.checkpoint}"
-                    )
-                history.step.append(step)
-                history.total.append(tot)
-                history.reconstruction.append(rec)
-                history.classification.append(cls)
-                bar.set_postfix(rec=f"{rec:.4f}", cls=f"{cls:.3f}")
-                log.info("step %d: loss %.5f (rec %.5f, cls %.4f)", step, tot, rec, cls)
-                if on_log is not None:
-                    on_log(step, {"total": tot, "reconstruction": rec, "classification": cls})
-            if config.checkpoint and config.checkpoint_every and step % config.checkpoint_every == 0 and step < total_steps:
-                model.save(config.checkpoint, extra={"fit_config": _plain(config), "step": step})
-    bar.close()
-    history.seconds = time.perf_counter() - start
-    model.eval()
-    if config.checkpoint:
-        model.save(config.checkpoint, extra={"fit_config": _plain(config), "step": step})
+    perm: torch.Tensor | None = None
+    running = torch.zeros(3, device=device)
+    if trainer is not None:
+        opt.load_state_dict(trainer["optimizer"])
+        opt_codes.load_state_dict(trainer["optimizer_codes"])
+        for s, state in zip(scheds, trainer["schedulers"], strict=True):
+            s.load_state_dict(state)
+        g.set_state(trainer["shuffle_rng"])
+        noise_gen.set_state(trainer["noise_rng"])
+        torch.set_rng_state(trainer["torch_rng"])
+        if device.type == "cuda" and trainer.get("cuda_rng") is not None:
+            torch.cuda.set_rng_state(trainer["cuda_rng"], device)
+        step = int(trainer["step"])
+        perm = trainer["perm"]
+        running = trainer["running"].to(device)
+        history = FitHistory(**trainer["history"])
+        history.resumed_from = step
+        log.info("resuming the fit from step %d of %d (%s)", step, total_steps, config.checkpoint)
+
+    ckpt = _Checkpointer(config, model, fingerprint, n, device, total_steps, steps_per_epoch, checkpoint_extra,
+                         resumed_step=step if trainer is not None else None)
+    # Step of the first non-finite loss since the last check (-1: none); updated on the device.
+    bad_at = torch.full((), -1, dtype=torch.long, device=device)
+    last_check = step  # losses up to this step are known to be finite
+
+    def check_finite(at: int) -> None:
+        nonlocal last_check
+        if at != last_check and bool(bad_at >= 0):
+            raise ckpt.nonfinite(int(bad_at), at)
+        last_check = at
+
+    model.train()
+    start = time.perf_counter()
+    seconds_before = history.seconds
+    bar = tqdm(total=total_steps, initial=step, desc="fit GLICO", unit="step", disable=not config.progress, leave=False)
+    try:
+        with _StopOnSignals(config.handle_signals) as stop, _deterministic(config.deterministic, device):
+            for epoch in range(step // steps_per_epoch, config.epochs):
+                first = step - epoch * steps_per_epoch
+                if first == 0 or perm is None:
+                    # A fresh epoch draws its permutation; a resumed one continues the saved one.
+                    perm = torch.randperm(n, generator=g)
+                perm_dev = perm.to(device)
+                for k in range(first, steps_per_epoch):
+                    idx = perm_dev[k * batch : (k + 1) * batch]
+                    losses = model.step_losses(data[idx], idx, noise_generator=noise_gen)
+                    opt.zero_grad(set_to_none=True)
+                    opt_codes.zero_grad(set_to_none=True)
+                    losses.total.backward()
+                    opt.step()
+                    opt_codes.step()
+                    model.codes.project_(idx)
+                    for s in scheds:
+                        s.step()
+                    total = losses.total.detach()
+                    running += torch.stack([total, losses.reconstruction.detach(), losses.classification.detach()])
+                    step += 1
+                    bad_at = torch.where((bad_at < 0) & ~torch.isfinite(total), step, bad_at)
+                    bar.update(1)
+                    if step % config.log_every == 0 or step == total_steps:
+                        count = step - (history.step[-1] if history.step else 0)
+                        tot, rec, cls = (running / count).tolist()
+                        running.zero_()
+                        if not math.isfinite(tot):
+                            raise ckpt.nonfinite(int(bad_at), step)
+                        last_check = step
+                        history.step.append(step)
+                        history.total.append(tot)
+                        history.reconstruction.append(rec)
+                        history.classification.append(cls)
+                        bar.set_postfix(rec=f"{rec:.4f}", cls=f"{cls:.3f}")
+                        log.info("step %d: loss %.5f (rec %.5f, cls %.4f)", step, tot, rec, cls)
+                        if on_log is not None:
+                            on_log(step, {"total": tot, "reconstruction": rec, "classification": cls})
+                    if ckpt.due(step, stop.signal_name is not None):
+                        check_finite(step)
+                        history.seconds = seconds_before + time.perf_counter() - start
+                        ckpt.write(step, perm, running, history, opt, opt_codes, scheds, g, noise_gen)
+                    if stop.signal_name is not None and step < total_steps:
+                        raise FitInterrupted(step, total_steps, stop.signal_name, config.checkpoint)
+    finally:
+        bar.close()
+        model.eval()
+    history.seconds = seconds_before + time.perf_counter() - start
     return history
+
+
+class _Checkpointer:
+    """Decides when to write, and writes, checkpoints with the trainer state."""
+
+    def __init__(self, config: FitConfig, model: GLICO, fingerprint: str, n: int, device: torch.device,
+                 total_steps: int, steps_per_epoch: int, extra: dict[str, Any] | None, resumed_step: int | None):
+        self.config, self.model, self.fingerprint, self.n, self.device = config, model, fingerprint, n, device
+        self.total_steps, self.steps_per_epoch = total_steps, steps_per_epoch
+        self.extra = dict(extra or {})
+        for key in ("fit_config", "trainer"):
+            if key in self.extra:
+                raise ValueError(f"checkpoint_extra may not use the key {key!r}: the fit loop writes it")
+        self.last_step = resumed_step  # step of the last good checkpoint of this fit
+        self.last_time = time.monotonic()
+
+    def due(self, step: int, signalled: bool) -> bool:
+        c = self.config
+        if not c.checkpoint:
+            return False
+        if step == self.total_steps or signalled:
+            return True
+        if c.checkpoint_every and step % c.checkpoint_every == 0:
+            return True
+        return bool(c.checkpoint_minutes) and time.monotonic() - self.last_time >= 60.0 * c.checkpoint_minutes
+
+    def nonfinite(self, bad_step: int, detected_at: int, what: str = "loss") -> NonFiniteLossError:
+        c = self.config
+        if c.checkpoint and self.last_step is not None:
+            kept = f"The last good checkpoint, from step {self.last_step}, is kept unchanged at {c.checkpoint}."
+        elif c.checkpoint:
+            kept = f"No checkpoint had been written by this fit yet; {c.checkpoint} was not touched."
+        else:
+            kept = "No checkpoint file was configured."
+        at = f" at step {bad_step}" if bad_step >= 0 else ""
+        msg = (f"the fit {what} became non-finite (NaN or inf){at} (detected at step {detected_at}; losses are read "
+               f"every log_every={c.log_every} steps and before each checkpoint). {kept} Start a new fit with lower "
+               f"learning rates (now lr={c.lr}, lr_codes={c.lr_codes}); resuming with the same settings would "
+               f"diverge again.")
+        return NonFiniteLossError(msg, bad_step if bad_step >= 0 else None, detected_at, c.checkpoint, self.last_step)
+
+    def write(self, step: int, perm: torch.Tensor, running: torch.Tensor, history: FitHistory, opt, opt_codes,
+              scheds, g: torch.Generator, noise_gen: torch.Generator) -> None:
+        from glico.checkpoint import model_state, nonfinite_entries, save_checkpoint
+
+        state = model_state(self.model)
+        bad = nonfinite_entries(state)
+        if bad:
+            raise self.nonfinite(-1, step, what=f"weights ({', '.join(bad[:5])})")
+        trainer = {
+            "version": TRAINER_STATE_VERSION,
+            "step": step,
+            "total_steps": self.total_steps,
+            "steps_per_epoch": self.steps_per_epoch,
+            "perm": perm.cpu(),
+            "running": running.detach().cpu(),
+            "history": asdict(history),
+            "optimizer": opt.state_dict(),
+            "optimizer_codes": opt_codes.state_dict(),
+            "schedulers": [s.state_dict() for s in scheds],
+            "shuffle_rng": g.get_state(),
+            "noise_rng": noise_gen.get_state().cpu(),
+            "torch_rng": torch.get_rng_state(),
+            "cuda_rng": torch.cuda.get_rng_state(self.device) if self.device.type == "cuda" else None,
+            "data": self.fingerprint,
+            "n_images": self.n,
+            "device_type": self.device.type,
+        }
+        extra = {**self.extra, "fit_config": _plain(self.config), "trainer": trainer}
+        save_checkpoint(self.config.checkpoint, self.model, extra, state=state)
+        self.last_step = step
+        self.last_time = time.monotonic()
+        log.info("checkpoint at step %d written to %s", step, self.config.checkpoint)
+
+
+def _load_for_resume(model: GLICO, config: FitConfig, fingerprint: str, device: torch.device,
+                     total_steps: int) -> dict[str, Any]:
+    """Read ``config.checkpoint``, check that it continues this fit, load its model state; returns the
+    trainer state."""
+    from glico.checkpoint import check_composition, load_model_state, read_checkpoint
+
+    path = config.checkpoint
+    if not os.path.isfile(path):
+        raise FileNotFoundError(f"cannot resume: there is no checkpoint at {path}. Start the fit without resume "
+                                f"(an interrupted fit writes its checkpoint there)")
+    payload = read_checkpoint(path)
+    trainer = payload["extra"].get("trainer")
+    if not isinstance(trainer, dict) or "step" not in trainer:
+        raise ValueError(f"cannot resume from {path}: it holds a model but no trainer state (it was written by "
+                         f"GLICO.save, not by fit), so the optimiser and RNG states needed to continue are missing")
+    if trainer.get("version") != TRAINER_STATE_VERSION:
+        raise ValueError(f"cannot resume from {path}: its trainer state has version {trainer.get('version')}, "
+                         f"this glico reads version {TRAINER_STATE_VERSION}")
+    check_composition(payload, model, path)
+    saved = payload["extra"].get("fit_config", {})
+    mine = _plain(config)
+    diff = [f"{k}: checkpoint has {saved.get(k)!r}, now {mine[k]!r}" for k in TRAJECTORY_SETTINGS if saved.get(k) != mine[k]]
+    if trainer.get("device_type") != device.type:
+        diff.append(f"device type: checkpoint fitted on {trainer.get('device_type')!r}, now {device.type!r}")
+    if trainer.get("n_images") != _fingerprint_n(fingerprint) or trainer.get("data") != fingerprint:
+        diff.append(f"training data: the checkpoint was fitted on other images or labels "
+                    f"({trainer.get('n_images')} images then, {_fingerprint_n(fingerprint)} now)")
+    if not diff and trainer.get("total_steps") != total_steps:
+        diff.append(f"total steps: checkpoint {trainer.get('total_steps')}, now {total_steps}")
+    if diff:
+        raise ValueError(f"cannot resume from {path}: this fit differs from the checkpointed one ({'; '.join(diff)}). "
+                         f"Resume with the original settings, or start a new fit without resume")
+    load_model_state(model, payload["model"])
+    return trainer
+
+
+def data_fingerprint(images: torch.Tensor, labels: torch.Tensor) -> str:
+    """A hash of the training images and labels (their bytes, shapes and dtypes): a resumed fit must see
+    the same data. Returns ``"<N>:<sha256>"``."""
+    h = hashlib.sha256()
+    for t in (images, labels):
+        t = t.detach().cpu().contiguous()
+        h.update(f"{tuple(t.shape)}|{t.dtype}|".encode())
+        h.update(t.reshape(-1).view(torch.uint8).numpy())
+    return f"{images.shape[0]}:{h.hexdigest()}"
+
+
+def _fingerprint_n(fingerprint: str) -> int:
+    """The number of images a fingerprint was taken of."""
+    return int(fingerprint.split(":", 1)[0])
+
+
+class _StopOnSignals:
+    """While active, SIGINT/SIGTERM set ``signal_name`` (the fit stops after the current step); a second
+    signal raises KeyboardInterrupt at once. Only installed in the main thread (Python allows signal
+    handlers nowhere else); the previous handlers are restored on exit."""
+
+    SIGNALS = (signal.SIGINT, signal.SIGTERM)
+
+    def __init__(self, enabled: bool) -> None:
+        self.enabled = enabled
+        self.signal_name: str | None = None
+        self._previous: dict[int, Any] = {}
+
+    def __enter__(self) -> "_StopOnSignals":
+        if self.enabled and threading.current_thread() is threading.main_thread():
+            for sig in self.SIGNALS:
+                try:
+                    self._previous[sig] = signal.signal(sig, self._handle)
+                except (ValueError, OSError):  # e.g. an embedded interpreter that forbids it
+                    pass
+        return self
+
+    def _handle(self, signum: int, frame: object) -> None:
+        name = signal.Signals(signum).name
+        if self.signal_name is not None:
+            raise KeyboardInterrupt(f"second signal ({name}): stopping at once; the last checkpoint is kept")
+        self.signal_name = name
+        log.warning("%s received: finishing the current step, writing a checkpoint, then stopping "
+                    "(send it again to stop at once)", name)
+
+    def __exit__(self, *exc: object) -> None:
+        for sig, prev in self._previous.items():
+            # None means the previous handler was not installed from Python: the default is the best guess.
+            signal.signal(sig, prev if prev is not None else signal.SIG_DFL)
+        self._previous.clear()
+
+
+@contextlib.contextmanager
+def _deterministic(enabled: bool, device: torch.device) -> Iterator[None]:
+    """Deterministic algorithms for the duration of the fit; the previous settings are restored after.
+
+    Ops without a deterministic implementation warn rather than stop the fit; a stricter setting the
+    caller already made (``torch.use_deterministic_algorithms(True)``) is kept.
+    """
+    if not enabled:
+        yield
+        return
+    prev = (torch.are_deterministic_algorithms_enabled(), torch.is_deterministic_algorithms_warn_only_enabled(),
+            torch.backends.cudnn.benchmark, torch.backends.cudnn.deterministic)
+    if device.type == "cuda" and "CUBLAS_WORKSPACE_CONFIG" not in os.environ:
+        # Read by cuBLAS when it creates its handle: effective only if no cuBLAS call ran yet in this process.
+        os.environ["CUBLAS_WORKSPACE_CONFIG"] = ":4096:8"
+    if not prev[0]:
+        torch.use_deterministic_algorithms(True, warn_only=True)
+    torch.backends.cudnn.benchmark = False
+    torch.backends.cudnn.deterministic = True
+    try:
+        yield
+    finally:
+        torch.use_deterministic_algorithms(prev[0], warn_only=prev[1])
+        torch.backends.cudnn.benchmark, torch.backends.cudnn.deterministic = prev[2], prev[3]
 
 
 def _plain(config: FitConfig) -> dict:
