@@ -1,0 +1,402 @@
+"""The ``glico`` command line: demo, fit, sample. Names become components in :mod:`glico.names`."""
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import os
+import sys
+import time
+from pathlib import Path
+
+import torch
+
+from glico import __version__
+from glico.names import ModelSpec, build_model, choices
+
+log = logging.getLogger("glico")
+
+
+# ---------------------------------------------------------------------------------------- helpers
+def _setup_logging(log_file: Path | None = None, verbose: bool = False) -> None:
+    root = logging.getLogger("glico")
+    root.setLevel(logging.INFO)
+    root.handlers.clear()
+    console = logging.StreamHandler(sys.stderr)
+    console.setLevel(logging.INFO if verbose else logging.WARNING)
+    console.setFormatter(logging.Formatter("%(levelname)s %(message)s"))
+    root.addHandler(console)
+    if log_file is not None:
+        fh = logging.FileHandler(log_file)
+        fh.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
+        root.addHandler(fh)
+
+
+def _positive_int(text: str) -> int:
+    try:
+        v = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a whole number >= 1, got {text!r}") from None
+    if v < 1:
+        raise argparse.ArgumentTypeError(f"expected a whole number >= 1, got {v}")
+    return v
+
+
+def _loss_name(text: str) -> str:
+    valid = choices("loss")
+    for part in text.split("+"):
+        if part not in valid:
+            raise argparse.ArgumentTypeError(f"unknown loss {part!r}; valid: {', '.join(valid)} or sums like 'perceptual+pixel'")
+    return text
+
+
+def _family_args(p: argparse.ArgumentParser, classifier_flag: str = "--classifier", classifier_dest: str = "classifier") -> None:
+    """The GLICO composition flags (``classifier_flag`` names the conditional classifier f, which
+    ``glico evaluate`` calls --glico-classifier since its --classifier is the downstream one)."""
+    g = p.add_argument_group("GLICO composition (defaults: the paper's choices)")
+    g.add_argument("--generator", default="dcgan", choices=choices("generator"))
+    g.add_argument("--loss", default="perceptual", type=_loss_name,
+                   help=f"reconstruction loss: {', '.join(choices('loss'))}, or a sum 'a+b' (default: perceptual)")
+    g.add_argument("--vgg-weights", default="imagenet",
+                   help="VGG-16 weights of the perceptual/LPIPS loss: imagenet | random | PATH to a state_dict file")
+    g.add_argument("--init", default="random", choices=choices("init"))
+    g.add_argument("--feature-weights", default="imagenet",
+                   help="weights of the ResNet (ResNet-50 unless --feature-net says otherwise) behind --init features: "
+                        "imagenet | random | PATH to a state_dict file")
+    g.add_argument("--noise", default="concat", choices=choices("noise"))
+    g.add_argument("--interpolator", default="slerp", choices=choices("interpolator"))
+    g.add_argument(classifier_flag, dest=classifier_dest, default="weak", choices=choices("classifier"),
+                   help="GLICO's conditional classifier f (default: weak)")
+    g.add_argument("--class-loss", default="ce", choices=choices("class_loss"))
+    g.add_argument("--code-dim", default=128, type=_positive_int)
+    g.add_argument("--gamma", default=0.1, type=float, help="weight of the classification term")
+
+
+def _spec_from_args(args, image_shape, num_classes) -> ModelSpec:
+    return ModelSpec(
+        image_shape=tuple(image_shape), num_classes=num_classes, generator=args.generator, loss=args.loss,
+        vgg_weights=args.vgg_weights, init=args.init, feature_weights=args.feature_weights, noise=args.noise,
+        interpolator=args.interpolator, classifier=args.classifier, class_loss=args.class_loss,
+        code_dim=args.code_dim, gamma=args.gamma,
+    )
+
+
+def _write_pictures(model, out: Path, train_labels: torch.Tensor, per_class: int = 8, seed: int = 0) -> dict[str, str]:
+    from glico.viz import class_grid, interpolation_grid, save_grid
+
+    files = {}
+    n = model.codes.num_codes
+    rec_idx = torch.arange(min(n, 8 * per_class))
+    files["reconstructions"] = str(save_grid(model.reconstruct(rec_idx.to(model.labels.device)), out / "reconstructions.png", nrow=per_class))
+    files["samples"] = str(save_grid(class_grid(model, per_class, seed), out / "samples.png", nrow=per_class))
+    pairs = []
+    for c in range(min(model.num_classes, 6)):
+        members = (train_labels == c).nonzero().flatten().tolist()
+        if len(members) >= 2:
+            pairs.append((members[0], members[1]))
+    if pairs:
+        files["interpolation"] = str(save_grid(interpolation_grid(model, pairs, steps=8), out / "interpolation.png", nrow=8))
+    return files
+
+
+# ---------------------------------------------------------------------------------------- demo
+def cmd_demo(args) -> int:
+    from glico.augment import GLICOAugmenter
+    from glico.classifiers import WeakCNN
+    from glico.data import load_data, small_sample_split
+    from glico.experiments.downstream import TrainConfig, evaluate, train_classifier
+    from glico.experiments.policies import build_policy
+    from glico.training import FitConfig, fit
+
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    _setup_logging(out / "log.txt")
+    if args.threads is None:
+        # 8x8 images: intra-op threads only add synchronisation (3x slower measured with 2 threads on
+        # a 2-core machine with one other busy process).
+        torch.set_num_threads(1)
+    torch.manual_seed(args.seed)
+    t0 = time.perf_counter()
+    data = load_data("digits")
+    train, _ = small_sample_split(data.train, args.spc, args.seed)
+    c, h, w = train.images.shape[1:]
+    num_classes = len(data.train.class_names)
+    print(f"glico demo: scikit-learn digits, {args.spc} images per class ({train.images.shape[0]} training images, "
+          f"{data.test.images.shape[0]} test images), seed {args.seed}")
+    # Weight-free reconstruction loss: the perceptual loss needs ImageNet weights (a download).
+    spec = ModelSpec(image_shape=(c, h, w), num_classes=num_classes, loss="laplacian+pixel", code_dim=args.code_dim)
+    model = build_model(spec)
+    fit_cfg = FitConfig(epochs=args.fit_epochs, batch_size=128, seed=args.seed, progress=not args.quiet)
+    history = fit(model, train.images, train.labels, config=fit_cfg)
+    print(f"fitted GLICO in {history.seconds:.1f} s: reconstruction loss {history.reconstruction[0]:.4f} -> {history.reconstruction[-1]:.4f}")
+
+    steps = args.steps
+    cfg = TrainConfig(steps=steps, batch_size=128, lr=0.05, crop_pad=1, flip=False, seed=args.seed, progress=not args.quiet)
+    results = {}
+    for method in ("baseline", "glico"):
+        torch.manual_seed(args.seed)
+        clf = WeakCNN(in_channels=c, num_classes=num_classes, image_size=h)
+        policy = build_policy(method, num_classes=num_classes, glico_augmenter=GLICOAugmenter(model, p=0.5, seed=args.seed),
+                              seed=args.seed, image_size=h)
+        train_classifier(clf, train.images, train.labels, cfg, policy=policy, desc=method)
+        results[method] = evaluate(clf, data.test.images, data.test.labels)
+        print(f"  {method:8s} test accuracy: {results[method]['top1']:.2f} %")
+    files = _write_pictures(model, out, train.labels)
+    from glico.viz import plot_losses
+
+    files["losses"] = str(plot_losses(history, out / "losses.png"))
+    report = {
+        "glico_version": __version__,
+        "seed": args.seed,
+        "data": "digits",
+        "spc": args.spc,
+        "n_train": int(train.images.shape[0]),
+        "n_test": int(data.test.images.shape[0]),
+        "accuracy": {m: r["top1"] for m, r in results.items()},
+        "top5": {m: r["top5"] for m, r in results.items()},
+        "model": spec.to_dict(),
+        "fit": {"epochs": args.fit_epochs, "seconds": round(history.seconds, 2),
+                "reconstruction_first": history.reconstruction[0], "reconstruction_last": history.reconstruction[-1]},
+        "classifier": {"name": "weak", "steps": steps, "batch_size": cfg.batch_size, "lr": cfg.lr,
+                       "standard_augmentation": "random crop (pad 1), no flip (digits are not mirror-symmetric)",
+                       "glico_p": 0.5},
+        "files": files,
+        "seconds": round(time.perf_counter() - t0, 1),
+    }
+    (out / "report.json").write_text(json.dumps(report, indent=2))
+    gain = results["glico"]["top1"] - results["baseline"]["top1"]
+    print(f"GLICO augmentation: {gain:+.2f} points over the baseline. Wrote {out / 'report.json'}, "
+          f"{out / 'samples.png'}, {out / 'interpolation.png'} ({report['seconds']:.0f} s)")
+    return 0
+
+
+# ---------------------------------------------------------------------------------------- fit
+def cmd_fit(args) -> int:
+    """``glico fit``: fit GLICO into a run folder; ``--resume`` continues the fit saved there.
+
+    Exit codes: 0 done; 2 an error (bad input, a non-finite loss, a refused resume); 130 stopped by
+    SIGINT/SIGTERM after writing a checkpoint (the message says how to resume).
+    """
+    from glico.data import load_data, small_sample_split
+    from glico.training import FitConfig, FitInterrupted, NonFiniteLossError, fit, resolve_device
+    from glico.viz import plot_losses
+
+    resolve_device(args.device)
+    out = Path(args.out)
+    ckpt = out / "checkpoint.pt"
+    if args.resume:
+        if not ckpt.is_file():
+            raise FileNotFoundError(f"--resume: there is no checkpoint to resume from in {out} (no {ckpt.name}); "
+                                    f"run without --resume to start a fit there")
+        if not (out / "run.json").is_file():
+            raise FileNotFoundError(f"--resume: {out} has {ckpt.name} but no run.json; it was not written by 'glico fit'")
+    out.mkdir(parents=True, exist_ok=True)
+    _setup_logging(out / "log.txt", verbose=args.verbose)
+    torch.manual_seed(args.seed)  # the model's initial weights: the same seed gives the same run
+    data = load_data(args.data, image_size=args.image_size)
+    train, chosen = small_sample_split(data.train, args.spc, args.seed)
+    spec = _spec_from_args(args, train.images.shape[1:], len(data.train.class_names))
+    model = build_model(spec)
+    unlabeled = data.test.images if args.transductive else None
+    cfg = FitConfig(epochs=args.epochs, batch_size=args.batch_size, lr=args.lr, lr_codes=args.lr_codes, seed=args.seed,
+                    device=args.device, checkpoint=str(ckpt), checkpoint_every=args.checkpoint_every,
+                    checkpoint_minutes=args.checkpoint_minutes, resume=args.resume, deterministic=args.deterministic,
+                    progress=not args.quiet)
+    run = {"glico_version": __version__, "data": args.data, "spc": args.spc, "seed": args.seed,
+           "image_size": args.image_size, "transductive": args.transductive, "class_names": list(data.train.class_names),
+           "train_indices": chosen.tolist(), "model": spec.to_dict(), "fit": {"epochs": args.epochs, "batch_size": args.batch_size,
+           "lr": args.lr, "lr_codes": args.lr_codes, "device": args.device}}
+    run = json.loads(json.dumps(run))  # as it reads back from run.json
+    if args.resume:
+        differ = _run_differences(json.loads((out / "run.json").read_text()), run)
+        if differ:
+            raise ValueError(f"--resume: these settings differ from the fit in {out}: {'; '.join(differ)}. "
+                             f"Rerun with the original settings, or start a new fit in another --out folder")
+        log.info("resuming the fit in %s", out)
+    else:
+        if ckpt.is_file():
+            print(f"glico fit: note: {out} already holds a checkpoint of an earlier fit; this fit starts afresh and "
+                  f"will replace it (add --resume to continue the earlier fit instead)", file=sys.stderr)
+        (out / "run.json").write_text(json.dumps(run, indent=2))
+        log.info("fitting %s on %s, %d per class", spec, args.data, args.spc)
+    try:
+        history = fit(model, train.images, train.labels, unlabeled=unlabeled, config=cfg,
+                      checkpoint_extra={"spec": spec.to_dict(), "run": run})
+    except FitInterrupted as e:
+        print(f"glico fit: interrupted by {e.signal_name} after step {e.step} of {e.total_steps}; that step's state "
+              f"is saved in {e.checkpoint}.\nTo continue the fit, run: {_resume_command(args)}", file=sys.stderr)
+        return 130
+    except NonFiniteLossError as e:
+        print(f"glico fit: error: {e}", file=sys.stderr)
+        return 2
+    _write_pictures(model.cpu(), out, train.labels)
+    plot_losses(history, out / "losses.png")
+    (out / "history.json").write_text(json.dumps(history.__dict__, indent=2))
+    resumed = f" (resumed at step {history.resumed_from})" if history.resumed_from is not None else ""
+    print(f"fitted in {history.seconds:.1f} s{resumed}; reconstruction loss {history.reconstruction[0]:.4f} -> "
+          f"{history.reconstruction[-1]:.4f}. Run folder: {out} (checkpoint.pt, samples.png, reconstructions.png, log.txt)")
+    return 0
+
+
+# Entries of run.json that may change between an interrupted fit and its resume.
+_RESUME_FREE = {"glico_version", "fit.device"}
+
+
+def _run_differences(saved: dict, now: dict, prefix: str = "") -> list[str]:
+    """'--flag: run.json has A, this command B' for every setting of ``now`` that differs from ``saved``."""
+    out = []
+    for key in sorted(set(saved) | set(now)):
+        name = prefix + key
+        a, b = saved.get(key), now.get(key)
+        if name in _RESUME_FREE or a == b:
+            continue
+        if isinstance(a, dict) and isinstance(b, dict):
+            out += _run_differences(a, b, name + ".")
+        elif key in ("class_names", "train_indices", "image_shape", "num_classes"):
+            out.append(f"{name} (the data differ from the original fit's)")
+        else:
+            out.append(f"--{key.replace('_', '-')}: run.json has {a!r}, this command {b!r}")
+    return out
+
+
+def _resume_command(args) -> str:
+    """The ``glico fit`` command line of ``args`` (flags that differ from their defaults) plus --resume."""
+    import shlex
+
+    parts = ["glico", "fit"]
+    for action in args.fit_parser._actions:
+        if not action.option_strings or action.dest in ("help", "resume"):
+            continue
+        value = getattr(args, action.dest, None)
+        if value == action.default and not action.required:
+            continue
+        if isinstance(action, argparse._StoreTrueAction):
+            parts.append(action.option_strings[-1])
+        else:
+            parts += [action.option_strings[-1], str(value)]
+    return shlex.join(parts + ["--resume"])
+
+
+def load_run(run: str | Path, device: str = "cpu"):
+    """Rebuild the model of a run folder written by ``glico fit`` and load its checkpoint."""
+    from glico.checkpoint import read_checkpoint
+
+    run = Path(run)
+    ckpt = run / "checkpoint.pt" if run.is_dir() else run
+    if not ckpt.exists():
+        raise FileNotFoundError(f"no checkpoint.pt in {run}: pass the folder written by 'glico fit --out RUN'")
+    payload = read_checkpoint(ckpt)
+    if "spec" not in payload["extra"]:
+        raise ValueError(f"{ckpt} has no model spec (it was not written by 'glico fit'); load it in Python with GLICO.load")
+    spec = ModelSpec.from_dict(payload["extra"]["spec"])
+    # The learned state is loaded from the checkpoint; a frozen loss backbone is not needed to sample.
+    model = build_model(ModelSpec.from_dict({**spec.to_dict(), "loss": "pixel", "init": "random"}))
+    from glico.checkpoint import load_model_state
+
+    load_model_state(model, payload["model"])
+    return model.to(device).eval(), payload
+
+
+# ---------------------------------------------------------------------------------------- sample
+def cmd_sample(args) -> int:
+    from glico.viz import save_grid
+
+    model, payload = load_run(args.run)
+    n = args.n
+    labels = torch.arange(model.num_classes).repeat_interleave(n)
+    images = model.sample(labels, seed=args.seed)
+    out = Path(args.out)
+    if args.folder or out.suffix.lower() != ".png":
+        from torchvision.utils import save_image
+
+        names = payload["extra"].get("run", {}).get("class_names") or [str(c) for c in range(model.num_classes)]
+        for c in range(model.num_classes):
+            d = out / names[c]
+            d.mkdir(parents=True, exist_ok=True)
+            for k in range(n):
+                save_image(images[c * n + k], d / f"{k:05d}.png")
+        print(f"wrote {n} images per class for {model.num_classes} classes under {out}/<class>/")
+    else:
+        save_grid(images, out, nrow=n)
+        print(f"wrote a grid of {n} samples per class (one row per class) to {out}")
+    return 0
+
+
+# ---------------------------------------------------------------------------------------- parser
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="glico", description="GLICO: learn to generate from a few labelled images per class.")
+    p.add_argument("--version", action="version", version=f"glico {__version__}")
+    p.add_argument("--threads", type=_positive_int, default=None,
+                   help="CPU threads for torch (default: torch's choice; 1 is fastest for tiny images on a busy machine)")
+    sub = p.add_subparsers(dest="command", required=True)
+
+    d = sub.add_parser("demo", help="fit GLICO on scikit-learn's digits and show that it helps a classifier (CPU, minutes)")
+    d.add_argument("--out", default="glico-demo", help="folder for report.json and the pictures (default: glico-demo)")
+    d.add_argument("--seed", default=0, type=int)
+    d.add_argument("--spc", default=5, type=_positive_int, help="labelled images per class (default: 5)")
+    d.add_argument("--fit-epochs", default=1500, type=_positive_int, help="GLICO fit epochs (default: 1500)")
+    d.add_argument("--steps", default=1000, type=_positive_int, help="classifier training steps (default: 1000)")
+    d.add_argument("--code-dim", default=128, type=_positive_int)
+    d.add_argument("--quiet", action="store_true", help="no progress bars")
+    d.set_defaults(func=cmd_demo)
+
+    f = sub.add_parser("fit", help="fit GLICO on a small labelled sample; writes a run folder")
+    f.add_argument("--data", required=True, help="digits | cifar10:DIR | cifar100:DIR | cub:DIR | folder:PATH")
+    f.add_argument("--spc", required=True, type=_positive_int, help="labelled images per class")
+    f.add_argument("--seed", default=0, type=int)
+    f.add_argument("--out", required=True, help="run folder")
+    f.add_argument("--epochs", default=200, type=_positive_int)
+    f.add_argument("--batch-size", default=128, type=_positive_int)
+    f.add_argument("--lr", default=1e-3, type=float)
+    f.add_argument("--lr-codes", default=1e-2, type=float)
+    f.add_argument("--device", default="cpu")
+    f.add_argument("--image-size", default=None, type=_positive_int, help="resize images to this size (a power of two)")
+    f.add_argument("--transductive", action="store_true", help="also reconstruct the (unlabelled) test images")
+    f.add_argument("--checkpoint-every", default=0, type=int,
+                   help="steps between checkpoints (0: none by step count); one is also written at the end and on Ctrl-C")
+    f.add_argument("--checkpoint-minutes", default=10.0, type=float,
+                   help="minutes between checkpoints (default 10; 0: none by time)")
+    f.add_argument("--resume", action="store_true",
+                   help="continue the interrupted fit in --out (same command, same settings) from its checkpoint")
+    f.add_argument("--deterministic", action="store_true",
+                   help="deterministic GPU algorithms (slower; see docs/reliability.md)")
+    f.add_argument("--quiet", action="store_true")
+    f.add_argument("--verbose", action="store_true")
+    _family_args(f)
+    f.set_defaults(func=cmd_fit, fit_parser=f)
+
+    s = sub.add_parser("sample", help="new images per class from a fitted run")
+    s.add_argument("--run", required=True, help="run folder written by 'glico fit'")
+    s.add_argument("--n", default=8, type=_positive_int, help="images per class")
+    s.add_argument("--out", required=True, help="a .png path for a grid, or a folder for PNGs per class")
+    s.add_argument("--folder", action="store_true", help="write a folder of PNGs per class even if --out ends in .png")
+    s.add_argument("--seed", default=0, type=int)
+    s.set_defaults(func=cmd_sample)
+    from glico.experiments.evaluate import add_evaluate_parser
+
+    add_evaluate_parser(sub, lambda parser: _family_args(parser, "--glico-classifier", "classifier_f"))
+    from glico.experiments.ablations import add_ablate_parser
+
+    add_ablate_parser(sub, lambda parser: _family_args(parser, "--glico-classifier", "classifier_f"))
+    return p
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    try:
+        return args.func(args)
+    except (ValueError, FileNotFoundError, RuntimeError, TypeError) as e:
+        if os.environ.get("GLICO_DEBUG"):
+            raise
+        print(f"glico {args.command}: error: {e}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print(f"glico {args.command}: interrupted", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,245 @@
+"""The one place where names (strings) become components: used by the CLI and by run folders.
+
+Each family is a plain dict from a name to a factory. An unknown name fails with the valid ones.
+"""
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any, Callable
+
+from glico.model import GLICO
+
+
+@dataclass(frozen=True)
+class ModelSpec:
+    """A GLICO composition by names, as given on the command line (and stored in run folders).
+
+    Each field is a command-line flag (``feature_weights`` is ``--feature-weights``). ``init="features"``
+    (the paper's "ResNet init") uses the torchvision network ``feature_net`` (``resnet50``, the paper's
+    choice, or ``resnet18``) with ``feature_weights``: ``imagenet`` (torchvision's weights API; an
+    actionable error when they cannot be had), the path of a state-dict file, or ``random`` (only when
+    asked for by name: a random network is not the paper's init).
+    """
+
+    image_shape: tuple[int, int, int]
+    num_classes: int
+    generator: str = "dcgan"
+    loss: str = "perceptual"
+    vgg_weights: str = "imagenet"
+    init: str = "random"
+    feature_weights: str = "imagenet"
+    noise: str = "concat"
+    interpolator: str = "slerp"
+    classifier: str = "weak"
+    class_loss: str = "ce"
+    code_dim: int = 128
+    gamma: float = 0.1
+    # Last, so that specs stored before it existed (and positional construction) still work.
+    feature_net: str = "resnet50"
+
+    def to_dict(self) -> dict[str, Any]:
+        d = asdict(self)
+        d["image_shape"] = list(self.image_shape)
+        return d
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> "ModelSpec":
+        d = dict(d)
+        d["image_shape"] = tuple(d["image_shape"])
+        return cls(**d)
+
+
+def _weights_arg(name: str, imagenet: Any) -> Any:
+    """'imagenet' -> the torchvision weights enum, 'random' -> None, anything else -> a file path."""
+    if name == "imagenet":
+        return imagenet
+    if name in ("random", "none"):
+        return None
+    path = Path(name)
+    if not path.is_file():
+        raise ValueError(f"weights must be 'imagenet', 'random' or the path of an existing file; {name!r} is none of these")
+    return path
+
+
+def _vgg(spec: ModelSpec):
+    from torchvision.models import VGG16_Weights
+
+    return _weights_arg(spec.vgg_weights, VGG16_Weights.IMAGENET1K_V1)
+
+
+def _lpips(spec: ModelSpec):
+    from glico.losses import LPIPSLoss
+
+    if spec.vgg_weights not in ("imagenet", "random"):
+        raise ValueError("the lpips loss takes --vgg-weights imagenet or random (it loads its backbone itself)")
+    return LPIPSLoss(net="vgg", pretrained=spec.vgg_weights == "imagenet")
+
+
+def _losses() -> dict[str, Callable[[ModelSpec], Any]]:
+    from glico.losses import LaplacianPyramidLoss, PerceptualLoss, PixelLoss
+
+    return {
+        "perceptual": lambda s: PerceptualLoss(weights=_vgg(s)),
+        "laplacian": lambda s: LaplacianPyramidLoss(),
+        "pixel": lambda s: PixelLoss(p=1),
+        "pixel-l2": lambda s: PixelLoss(p=2),
+        "lpips": _lpips,
+    }
+
+
+def _feature_nets() -> dict[str, Callable[[ModelSpec], Any]]:
+    """Feature networks for ``init="features"``: name -> factory(spec) -> (builder, ImageNet weights enum)."""
+    from torchvision.models import ResNet18_Weights, ResNet50_Weights, resnet18, resnet50
+
+    return {
+        "resnet18": lambda s: (resnet18, ResNet18_Weights.IMAGENET1K_V1),
+        "resnet50": lambda s: (resnet50, ResNet50_Weights.IMAGENET1K_V1),
+    }
+
+
+def _feature_network(spec: ModelSpec):
+    """The penultimate-layer features of ``spec.feature_net`` with ``spec.feature_weights``, as a function
+    of images (B, C, H, W) in [0, 1] (grey images are repeated to RGB, small ones upsampled to 64 px)."""
+    import torch
+    from torchvision.models import WeightsEnum
+
+    from glico._downloads import FETCH_ERRORS, bounded_socket_timeout, missing_weights_message
+    from glico.classifiers.torchvision_models import load_torchvision_weights
+
+    build, imagenet = resolve("feature_net", spec.feature_net)(spec)
+    net = build(weights=None)
+    w = _weights_arg(spec.feature_weights, imagenet)
+    if isinstance(w, WeightsEnum):
+        try:
+            with bounded_socket_timeout():
+                state = w.get_state_dict(progress=False, check_hash=True)
+        except FETCH_ERRORS as err:
+            alternatives = (
+                f"  - pass feature_weights=PATH (--feature-weights PATH): that file, or any torchvision "
+                f"{spec.feature_net} state dict, or\n"
+                f"  - pick another network whose weights you have: --feature-net {', '.join(choices('feature_net'))}, or\n"
+                f"  - pass feature_weights='random' (--feature-weights random) for a randomly initialised "
+                f"{spec.feature_net}: that is not the paper's ResNet init, only a way to test the pipeline."
+            )
+            raise RuntimeError(missing_weights_message(
+                f"ImageNet {spec.feature_net} weights ({w!r}) for the ResNet init (init='features')", w.url, err,
+                alternatives)) from err
+        net.load_state_dict(state)
+    elif w is not None:
+        load_torchvision_weights(net, w)
+    net.fc = torch.nn.Identity()
+    mean = torch.tensor([0.485, 0.456, 0.406])[:, None, None]
+    std = torch.tensor([0.229, 0.224, 0.225])[:, None, None]
+
+    def features(x):
+        x = x.expand(-1, 3, -1, -1) if x.shape[1] == 1 else x
+        x = torch.nn.functional.interpolate(x, size=max(64, x.shape[-1]), mode="bilinear", align_corners=False)
+        return net((x - mean.to(x)) / std.to(x))
+
+    net.eval()
+    features.network = net  # the torchvision module behind the function (for inspection)
+    return features
+
+
+def _inits() -> dict[str, Callable[[ModelSpec], Any]]:
+    from glico.latents import FeatureInit, HypercubeInit, PCAInit, RandomSphere
+
+    return {
+        "random": lambda s: RandomSphere(),
+        "hypercube": lambda s: HypercubeInit(),
+        "pca": lambda s: PCAInit(),
+        "features": lambda s: FeatureInit(_feature_network(s)),
+    }
+
+
+def _noises() -> dict[str, Callable[[ModelSpec], Any]]:
+    from glico.noise import AdditiveNoise, ConcatNoise, NoNoise
+
+    return {"concat": lambda s: ConcatNoise(), "additive": lambda s: AdditiveNoise(), "none": lambda s: NoNoise()}
+
+
+def _interpolators() -> dict[str, Callable[[ModelSpec], Any]]:
+    from glico.interpolation import Lerp, Slerp
+
+    return {"slerp": lambda s: Slerp(), "lerp": lambda s: Lerp()}
+
+
+def _classifiers() -> dict[str, Callable[[ModelSpec], Any]]:
+    from glico.classifiers import VGG19, LatentMLP, ResNet50, WeakCNN, WideResNet
+
+    return {
+        "weak": lambda s: WeakCNN(in_channels=s.image_shape[0], num_classes=s.num_classes, image_size=s.image_shape[1]),
+        "latent": lambda s: LatentMLP(code_dim=s.code_dim, num_classes=s.num_classes),
+        "wrn": lambda s: WideResNet(depth=28, widen_factor=2, num_classes=s.num_classes, in_channels=s.image_shape[0]),
+        "resnet50": lambda s: ResNet50(num_classes=s.num_classes, in_channels=s.image_shape[0]),
+        "vgg19": lambda s: VGG19(num_classes=s.num_classes, in_channels=s.image_shape[0]),
+        "none": lambda s: None,
+    }
+
+
+def _class_losses() -> dict[str, Callable[[ModelSpec], Any]]:
+    from glico.classifiers import CosineLoss, CrossEntropy
+
+    return {"ce": lambda s: CrossEntropy(), "cosine": lambda s: CosineLoss()}
+
+
+def _generators() -> dict[str, Callable[[ModelSpec, int], Any]]:
+    from glico.generators import DCGANGenerator
+
+    return {"dcgan": lambda s, in_dim: DCGANGenerator(in_dim, image_size=s.image_shape[1], channels=s.image_shape[0])}
+
+
+FAMILIES: dict[str, Callable[[], dict]] = {
+    "generator": _generators,
+    "loss": _losses,
+    "init": _inits,
+    "feature_net": _feature_nets,
+    "noise": _noises,
+    "interpolator": _interpolators,
+    "classifier": _classifiers,
+    "class_loss": _class_losses,
+}
+
+
+def choices(family: str) -> list[str]:
+    """Valid names of a family (for --help and error messages)."""
+    return sorted(FAMILIES[family]())
+
+
+def resolve(family: str, name: str) -> Callable:
+    """The factory registered under ``name`` in ``family``; unknown names raise with the valid list."""
+    table = FAMILIES[family]()
+    if name not in table:
+        raise ValueError(f"unknown {family.replace('_', '-')} {name!r}; valid: {', '.join(sorted(table))}")
+    return table[name]
+
+
+def build_loss(spec: ModelSpec):
+    """The reconstruction loss named by ``spec.loss``: one name, or a sum 'a+b' with equal weights."""
+    from glico.losses import WeightedSum
+
+    parts = spec.loss.split("+")
+    if len(parts) == 1:
+        return resolve("loss", parts[0])(spec)
+    return WeightedSum([(1.0, resolve("loss", p)(spec)) for p in parts])
+
+
+def build_model(spec: ModelSpec) -> GLICO:
+    """Compose the GLICO model that ``spec`` names."""
+    if spec.image_shape[1] != spec.image_shape[2]:
+        raise ValueError(f"images must be square for the DCGAN generator; got {spec.image_shape}")
+    noise = resolve("noise", spec.noise)(spec)
+    return GLICO(
+        image_shape=spec.image_shape,
+        num_classes=spec.num_classes,
+        code_dim=spec.code_dim,
+        generator=resolve("generator", spec.generator)(spec, noise.out_dim(spec.code_dim)),
+        loss=build_loss(spec),
+        noise=noise,
+        interpolator=resolve("interpolator", spec.interpolator)(spec),
+        classifier=resolve("classifier", spec.classifier)(spec),
+        class_loss=resolve("class_loss", spec.class_loss)(spec),
+        init=resolve("init", spec.init)(spec),
+        gamma=spec.gamma,
+    )

@@ -1,0 +1,105 @@
+"""The command line end to end on tiny settings (in-process: main(argv))."""
+import json
+
+import pytest
+
+from glico.cli import main
+
+TINY = ["--data", "digits", "--spc", "2", "--epochs", "2", "--quiet", "--code-dim", "8", "--batch-size", "8"]
+OFFLINE = ["--vgg-weights", "random", "--feature-weights", "random"]
+
+FAMILY_CHOICES = [
+    ("--generator", "dcgan"),
+    ("--loss", "perceptual"),
+    ("--loss", "laplacian"),
+    ("--loss", "pixel"),
+    ("--loss", "pixel-l2"),
+    ("--loss", "lpips"),
+    ("--loss", "perceptual+pixel"),
+    ("--init", "random"),
+    ("--init", "hypercube"),
+    ("--init", "pca"),
+    ("--init", "features"),
+    ("--noise", "concat"),
+    ("--noise", "additive"),
+    ("--noise", "none"),
+    ("--interpolator", "slerp"),
+    ("--interpolator", "lerp"),
+    ("--classifier", "weak"),
+    ("--classifier", "latent"),
+    ("--classifier", "wrn"),
+    ("--classifier", "resnet50"),
+    ("--classifier", "vgg19"),
+    ("--classifier", "none"),
+    ("--class-loss", "ce"),
+    ("--class-loss", "cosine"),
+]
+
+
+@pytest.mark.parametrize("flag,value", FAMILY_CHOICES)
+def test_fit_with_every_choice_then_sample(flag, value, tmp_path):
+    run = tmp_path / "run"
+    extra = [] if flag == "--loss" else ["--loss", "pixel"]
+    assert main(["fit", *TINY, *OFFLINE, *extra, flag, value, "--out", str(run)]) == 0
+    for f in ("checkpoint.pt", "samples.png", "reconstructions.png", "log.txt", "run.json"):
+        assert (run / f).is_file(), f
+    spec = json.loads((run / "run.json").read_text())["model"]
+    assert spec[flag[2:].replace("-", "_")] == value
+    assert main(["sample", "--run", str(run), "--n", "3", "--out", str(tmp_path / "grid.png")]) == 0
+    assert (tmp_path / "grid.png").stat().st_size > 0
+
+
+def test_transductive_fit_and_sample_folder(tmp_path):
+    run = tmp_path / "run"
+    assert main(["fit", *TINY, "--loss", "pixel", "--transductive", "--out", str(run)]) == 0
+    assert main(["sample", "--run", str(run), "--n", "2", "--out", str(tmp_path / "samples")]) == 0
+    classes = sorted(p.name for p in (tmp_path / "samples").iterdir())
+    assert len(classes) == 10
+    assert all(len(list((tmp_path / "samples" / c).glob("*.png"))) == 2 for c in classes)
+
+
+def test_demo_tiny(tmp_path, capsys):
+    out = tmp_path / "demo"
+    assert main(["demo", "--out", str(out), "--fit-epochs", "5", "--steps", "5", "--quiet", "--code-dim", "8"]) == 0
+    report = json.loads((out / "report.json").read_text())
+    assert set(report["accuracy"]) == {"baseline", "glico"}
+    assert all(0 <= a <= 100 for a in report["accuracy"].values())
+    for f in ("samples.png", "interpolation.png"):
+        assert (out / f).stat().st_size > 0
+    printed = capsys.readouterr().out
+    assert "baseline" in printed and "glico" in printed
+
+
+@pytest.mark.parametrize(
+    "argv,match",
+    [
+        (["fit", *TINY, "--loss", "nope", "--out", "x"], "unknown loss 'nope'; valid:"),
+        (["fit", *TINY, "--noise", "pink", "--out", "x"], "invalid choice"),
+        (["fit", "--data", "digits", "--spc", "0", "--out", "x"], "whole number >= 1"),
+    ],
+)
+def test_bad_flags_are_refused_by_the_parser(argv, match, capsys):
+    with pytest.raises(SystemExit) as e:
+        main(argv)
+    assert e.value.code == 2
+    assert match in capsys.readouterr().err
+
+
+@pytest.mark.parametrize(
+    "extra,match",
+    [
+        (["--device", "cuda:7"], "cuda"),
+        (["--vgg-weights", "/no/such/file.pth", "--loss", "perceptual"], "no/such/file.pth"),
+        (["--spc", "500"], "500"),
+    ],
+)
+def test_bad_values_give_one_line_errors(extra, match, tmp_path, capsys):
+    argv = ["fit", *TINY, "--loss", "pixel", "--out", str(tmp_path / "r")] + extra
+    assert main(argv) == 2
+    err = capsys.readouterr().err
+    assert "error:" in err and match in err
+
+
+def test_sample_from_missing_run_is_a_clear_error(tmp_path, capsys):
+    assert main(["sample", "--run", str(tmp_path / "nothing"), "--out", str(tmp_path / "g.png")]) == 2
+    assert "glico fit" in capsys.readouterr().err
