@@ -70,3 +70,19 @@ def missing_weights_message(what: str, url: str, cause: BaseException, alternati
         f"(the cache root is torch.hub.get_dir(); set TORCH_HOME to move it), or\n"
         f"{alternatives}"
     )
+
+
+def fetch_weights_enum(weights, what: str, alternatives: str) -> dict[str, torch.Tensor]:
+    """The state dict of a torchvision weights enum (from torch's hub cache, else downloaded), or a
+    RuntimeError that says where the file goes and what else to pass.
+
+    Args:
+        weights: a ``torchvision.models.WeightsEnum`` member.
+        what: what is being loaded, for the message.
+        alternatives: the user's other options, formatted as in :func:`missing_weights_message`.
+    """
+    try:
+        with bounded_socket_timeout():
+            return weights.get_state_dict(progress=False, check_hash=True)
+    except FETCH_ERRORS as err:
+        raise RuntimeError(missing_weights_message(what, weights.url, err, alternatives)) from err

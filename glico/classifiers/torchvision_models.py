@@ -24,7 +24,7 @@ from torchvision.models import (
     vgg19_bn,
 )
 
-from glico._downloads import FETCH_ERRORS, bounded_socket_timeout, missing_weights_message
+from glico._downloads import fetch_weights_enum
 
 from .base import check_classifier_input
 
@@ -40,16 +40,11 @@ IMAGENET_STD = (0.229, 0.224, 0.225)
 def _fetch_state_dict(weights: WeightsEnum | str | os.PathLike) -> dict[str, Tensor]:
     """The state dict behind ``weights``: downloaded (or read from torch's hub cache) or read from a file."""
     if isinstance(weights, WeightsEnum):
-        try:
-            with bounded_socket_timeout():
-                return weights.get_state_dict(progress=False, check_hash=True)
-        except FETCH_ERRORS as err:
-            alternatives = (
-                "  - pass weights=<path of that file> (any local copy of it), or\n"
-                "  - pass weights=None to start from random initialisation."
-            )
-            message = missing_weights_message(f"pretrained weights {weights!r}", weights.url, err, alternatives)
-            raise RuntimeError(message) from err
+        alternatives = (
+            "  - pass weights=<path of that file> (any local copy of it), or\n"
+            "  - pass weights=None to start from random initialisation."
+        )
+        return fetch_weights_enum(weights, f"pretrained weights {weights!r}", alternatives)
     if isinstance(weights, (str, os.PathLike)):
         path = os.fspath(weights)
         if not os.path.isfile(path):

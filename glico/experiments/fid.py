@@ -27,7 +27,7 @@ from torchvision.models.inception import Inception3
 from tqdm.auto import tqdm
 
 from glico._checks import check_images
-from glico._downloads import FETCH_ERRORS, bounded_socket_timeout, missing_weights_message
+from glico._downloads import FETCH_ERRORS, fetch_weights_enum
 
 __all__ = [
     "FeatureExtractor",
@@ -293,17 +293,12 @@ _FEATURE_PREFIXES_SKIPPED = ("fc.", "AuxLogits.")
 def _load_inception_state(weights: Inception_V3_Weights | str | os.PathLike) -> dict[str, Tensor]:
     """The state dict behind ``weights``: torchvision's (hub cache or download) or a local file's."""
     if isinstance(weights, WeightsEnum):
-        try:
-            with bounded_socket_timeout():
-                return weights.get_state_dict(progress=False, check_hash=True)
-        except FETCH_ERRORS as err:
-            alternatives = (
-                "  - pass InceptionFeatures(weights=<path of that file>) (any local copy of it), or\n"
-                "  - pass another feature extractor to fid(..., extractor=...), or weights=None for random\n"
-                "    Inception features; FIDs computed that way are not comparable to published ones."
-            )
-            what = f"Inception-v3 weights for FID ({weights!r})"
-            raise RuntimeError(missing_weights_message(what, weights.url, err, alternatives)) from err
+        alternatives = (
+            "  - pass InceptionFeatures(weights=<path of that file>) (any local copy of it), or\n"
+            "  - pass another feature extractor to fid(..., extractor=...), or weights=None for random\n"
+            "    Inception features; FIDs computed that way are not comparable to published ones."
+        )
+        return fetch_weights_enum(weights, f"Inception-v3 weights for FID ({weights!r})", alternatives)
     path = os.fspath(weights)
     if not os.path.isfile(path):
         raise FileNotFoundError(
