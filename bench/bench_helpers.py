@@ -50,6 +50,35 @@ def wall_time_per_call(fn: Callable[[], object], *, calls: int = 300, warmup: in
     return (time.perf_counter() - start) / calls * 1e6
 
 
+def _sync(device: torch.device | str) -> None:
+    if torch.device(device).type == "cuda":
+        torch.cuda.synchronize(device)
+
+
+def wall_ms(fn: Callable[[], object], device: torch.device | str) -> float:
+    """Wall-clock milliseconds of one call of ``fn``, synchronised before and after (CUDA or CPU): for
+    calls that run many steps, so that launch and Python overheads count as a training loop sees them."""
+    _sync(device)
+    start = time.perf_counter()
+    fn()
+    _sync(device)
+    return (time.perf_counter() - start) * 1e3
+
+
+def summary_ms(samples: list[float]) -> dict:
+    """Median and range of repeated measurements, in ms (few repeats: min/max rather than percentiles)."""
+    ordered = sorted(samples)
+    mid = len(ordered) // 2
+    median = ordered[mid] if len(ordered) % 2 else (ordered[mid - 1] + ordered[mid]) / 2
+    return {"ms_median": median, "ms_min": ordered[0], "ms_max": ordered[-1], "repeats": len(ordered)}
+
+
+def file_prefix() -> str:
+    """``gpu`` when the session has CUDA, else ``cpu``: CPU rows are smoke tests, never mixed up with
+    measurements (and ``.gitignore`` keeps only ``gpu-*.json``)."""
+    return "gpu" if torch.cuda.is_available() else "cpu"
+
+
 def measure_copy_bandwidth(nbytes: int = 1 << 30) -> float:
     """The device's copy bandwidth in GB/s: ``dst.copy_(src)`` of ``nbytes``, counting the bytes
     read and written."""
@@ -105,7 +134,7 @@ def write_results(out_dir: str | None = None) -> list[Path]:
     meta = run_metadata()
     paths = []
     for group, rows in ROWS.items():
-        path = RESULTS_DIR / f"gpu-{group}-{stamp}.json"
+        path = RESULTS_DIR / f"{file_prefix()}-{group}-{stamp}.json"
         path.write_text(json.dumps({"meta": meta, "results": rows}, indent=1))
         log.info("wrote %s", path)
         paths.append(path)

@@ -3,7 +3,9 @@
 Every benchmark module records rows through the ``record`` fixture; at the end of the session the
 rows of ``bench/test_<name>.py`` go to ``bench/results/gpu-<name>-<timestamp>.json`` with the git
 commit, the device and the versions, and are copied into ``$OUT`` when that variable is set.
-Without CUDA the benchmarks skip and nothing is written.
+Without CUDA the kernel benchmarks skip; the step benchmarks (``test_step.py``) run one tiny case each
+so that CI proves they work, and their rows go to ``cpu-step-<timestamp>.json`` (smoke tests, not
+measurements; not kept by git).
 """
 from __future__ import annotations
 
@@ -13,8 +15,14 @@ from pathlib import Path
 from typing import Callable
 
 import pytest
+import torch
 
 import bench_helpers
+
+if not torch.cuda.is_available():
+    # The CPU smoke cases are tiny and the CI machine is shared: intra-op threads only contend there
+    # (tests/conftest.py does the same for the test-suite).
+    torch.set_num_threads(1)
 
 
 @pytest.fixture(scope="session")
@@ -35,7 +43,7 @@ def record(request) -> Callable[..., dict]:
         bench_helpers.ROWS[group].append(row)
         out_dir = os.environ.get("OUT")
         if out_dir:  # rows also land one by one, in case the session is cut short
-            with open(Path(out_dir) / f"gpu-{group}-rows.jsonl", "a") as f:
+            with open(Path(out_dir) / f"{bench_helpers.file_prefix()}-{group}-rows.jsonl", "a") as f:
                 f.write(json.dumps(row) + "\n")
         return row
 

@@ -5,6 +5,11 @@ Codes are updated sparsely (SparseAdam on the rows of the batch) and only those 
 back to the unit sphere after each step. Losses are read on the host every ``log_every`` steps, so
 the step itself has no host synchronisation.
 
+Fast path (see ``docs/performance.md``): the reconstruction targets never change during a fit, so their
+prepared form (VGG-16 features, a Laplacian pyramid) is computed once for the whole training set and a
+batch's rows are picked out of that cache each step (``cache_targets``); ``channels_last``,
+``autocast_dtype`` (CUDA only) and ``compile`` are opt-in.
+
 Reliability (see ``docs/reliability.md``):
 
 - Checkpoints are written atomically (:func:`glico.checkpoint.save_checkpoint`) every
@@ -34,6 +39,7 @@ from typing import Any, Callable, Iterator
 import torch
 from tqdm.auto import tqdm
 
+from glico.losses import concat_prepared, select_prepared
 from glico.model import GLICO, UNLABELED
 
 log = logging.getLogger(__name__)
@@ -69,6 +75,26 @@ class FitConfig:
         deterministic: ask PyTorch for deterministic algorithms during the fit (see
             ``docs/reliability.md``); only matters on GPUs, the CPU path is deterministic anyway.
         progress: show a progress bar.
+        cache_targets: prepare the reconstruction targets (``loss.prepare_target``: VGG features, a
+            Laplacian pyramid, ...) once for the whole training set, on ``device``, and pick each batch's
+            rows out of that cache, instead of preparing them again at every step. Valid because the
+            targets of a GLICO fit are fixed images (they are never augmented). ``None`` (default): cache
+            when the cache's size, estimated by preparing one batch, fits ``target_cache_mb``; ``True``:
+            always; ``False``: never (the plain path). Both paths compute the same losses (checked to the
+            float32 tolerance in ``tests/glico/test_fast_path.py``).
+        target_cache_mb: the memory budget, in MiB, of the automatic target cache.
+        channels_last: keep the generator, classifier, loss backbone and images in channels-last memory
+            format during the fit (restored to contiguous after it). Default off: unmeasured at the
+            paper's sizes (see ``docs/performance.md``).
+        autocast_dtype: ``torch.bfloat16`` or ``torch.float16``: run the step's forward under CUDA
+            autocast in that dtype (the target cache is prepared under the same autocast, so it is stored in
+            that dtype too). CUDA only: a fit on another device with it set raises a ValueError (CPU
+            autocast is slower than fp32 for these convolutions and is not supported here). ``None``
+            (default): fp32.
+        compile: wrap the forward of the generator, the classifier and the loss's ``forward_prepared``
+            in ``torch.compile`` for the fit (undone afterwards; checkpoints are unaffected). Costs a
+            compilation (seconds to minutes) at the first steps and at the last, smaller batch of an
+            epoch. Default off.
     """
 
     epochs: int = 100
@@ -87,6 +113,11 @@ class FitConfig:
     handle_signals: bool = True
     deterministic: bool = False
     progress: bool = True
+    cache_targets: bool | None = None
+    target_cache_mb: float = 1024.0
+    channels_last: bool = False
+    autocast_dtype: torch.dtype | None = None
+    compile: bool = False
 
     def __post_init__(self) -> None:
         if self.epochs < 1 or self.batch_size < 1:
@@ -101,6 +132,10 @@ class FitConfig:
             raise ValueError(f"checkpoint_minutes must be >= 0 (0: no checkpoints by time); got {self.checkpoint_minutes}")
         if self.resume and not self.checkpoint:
             raise ValueError("resume=True needs checkpoint: the file the interrupted fit wrote")
+        if not (self.target_cache_mb >= 0 and math.isfinite(self.target_cache_mb)):
+            raise ValueError(f"target_cache_mb must be finite and >= 0; got {self.target_cache_mb}")
+        if self.autocast_dtype not in (None, torch.bfloat16, torch.float16):
+            raise ValueError(f"autocast_dtype must be None, torch.bfloat16 or torch.float16; got {self.autocast_dtype!r}")
 
 
 @dataclass
@@ -214,6 +249,9 @@ def fit(
     """
     images, labels, unlabeled = model.check_training_data(images, labels, unlabeled)
     device = resolve_device(config.device)
+    if config.autocast_dtype is not None and device.type != "cuda":
+        raise ValueError(f"autocast_dtype={config.autocast_dtype} is supported on CUDA devices only; this fit runs on "
+                         f"{device}. Leave autocast_dtype=None (fp32) there")
     all_images, all_labels = images, labels
     if unlabeled is not None:
         all_images = torch.cat([images, unlabeled])
@@ -233,6 +271,9 @@ def fit(
         model.init_codes(all_images, all_labels, g)
     model.to(device)
     data = all_images.to(device)
+    if config.channels_last:
+        _set_memory_format(model, torch.channels_last)
+        data = data.contiguous(memory_format=torch.channels_last)
     noise_gen = torch.Generator(device=device).manual_seed(config.seed + 1)
 
     params = list(model.generator.parameters())
@@ -278,11 +319,16 @@ def fit(
         last_check = at
 
     model.train()
+    autocast = _autocast(config.autocast_dtype, device)
     start = time.perf_counter()
     seconds_before = history.seconds
     bar = tqdm(total=total_steps, initial=step, desc="fit GLICO", unit="step", disable=not config.progress, leave=False)
     try:
-        with _StopOnSignals(config.handle_signals) as stop, _deterministic(config.deterministic, device):
+        # Prepared after model.train(), so the cache is made in the mode the plain path prepares targets
+        # in; inside the try, so a failure here still restores the model (eval mode, memory format).
+        target_cache = _target_cache(model.loss, data, batch, config, autocast)
+        with _StopOnSignals(config.handle_signals) as stop, _deterministic(config.deterministic, device), \
+                _compiled(model, config.compile):
             for epoch in range(step // steps_per_epoch, config.epochs):
                 first = step - epoch * steps_per_epoch
                 if first == 0 or perm is None:
@@ -291,7 +337,9 @@ def fit(
                 perm_dev = perm.to(device)
                 for k in range(first, steps_per_epoch):
                     idx = perm_dev[k * batch : (k + 1) * batch]
-                    losses = model.step_losses(data[idx], idx, noise_generator=noise_gen)
+                    target = None if target_cache is None else select_prepared(target_cache, idx)
+                    with autocast():
+                        losses = model.step_losses(data[idx], idx, noise_generator=noise_gen, prepared_target=target)
                     opt.zero_grad(set_to_none=True)
                     opt_codes.zero_grad(set_to_none=True)
                     losses.total.backward()
@@ -329,6 +377,8 @@ def fit(
     finally:
         bar.close()
         model.eval()
+        if config.channels_last:
+            _set_memory_format(model, torch.contiguous_format)
     history.seconds = seconds_before + time.perf_counter() - start
     return history
 
@@ -523,4 +573,83 @@ def _deterministic(enabled: bool, device: torch.device) -> Iterator[None]:
 def _plain(config: FitConfig) -> dict:
     d = asdict(config)
     d["betas"] = list(d["betas"])
+    # Checkpoints hold plain data only: a dtype is stored by name ("torch.bfloat16").
+    d["autocast_dtype"] = None if config.autocast_dtype is None else str(config.autocast_dtype)
     return d
+
+
+# ---------------------------------------------------------------------------------------------- fast path
+def _nbytes(prepared: Any) -> int:
+    """Bytes held by the tensors of a prepared target (a tensor or nested tuples of them)."""
+    if isinstance(prepared, torch.Tensor):
+        return prepared.numel() * prepared.element_size()
+    if isinstance(prepared, tuple):
+        return sum(_nbytes(p) for p in prepared)
+    return 0
+
+
+def _target_cache(loss: torch.nn.Module, data: torch.Tensor, chunk: int, config: FitConfig,
+                  autocast: Callable[[], contextlib.AbstractContextManager]) -> Any | None:
+    """``loss.prepare_target`` of every training image, prepared in chunks of ``chunk`` images, or None
+    when the fit should prepare each batch's targets itself (``config.cache_targets``).
+
+    The size is estimated from the first chunk; with ``cache_targets=None`` a cache larger than
+    ``config.target_cache_mb`` is not built. Prepared under no_grad (targets need no graph) and under the
+    step's autocast, so a cached target equals the one the plain path would prepare.
+    """
+    if config.cache_targets is False:
+        return None
+    n = data.shape[0]
+    with torch.no_grad(), autocast():
+        first = loss.prepare_target(data[:chunk])
+        mib = _nbytes(first) / min(chunk, n) * n / 2**20
+        if config.cache_targets is None and mib > config.target_cache_mb:
+            log.info("target cache not built: it would take ~%.0f MiB, over target_cache_mb=%g; targets are "
+                     "prepared at every step instead", mib, config.target_cache_mb)
+            return None
+        parts = [first] + [loss.prepare_target(data[i : i + chunk]) for i in range(chunk, n, chunk)]
+    log.info("prepared the reconstruction targets of %d images once (~%.1f MiB on %s)", n, mib, data.device)
+    return parts[0] if len(parts) == 1 else concat_prepared(parts)
+
+
+def _autocast(dtype: torch.dtype | None, device: torch.device) -> Callable[[], contextlib.AbstractContextManager]:
+    """A factory of the step's autocast context: CUDA autocast in ``dtype``, or nothing for None."""
+    if dtype is None:
+        return contextlib.nullcontext
+    return lambda: torch.autocast(device_type=device.type, dtype=dtype)
+
+
+def _set_memory_format(model: GLICO, memory_format: torch.memory_format) -> None:
+    """Convert the 4-D weights of the generator, classifier and loss to ``memory_format`` in place (the
+    parameters stay the same objects, so optimisers created before or after keep working)."""
+    for part in (model.generator, model.classifier, model.loss):
+        if part is not None:
+            part.to(memory_format=memory_format)
+
+
+@contextlib.contextmanager
+def _compiled(model: GLICO, enabled: bool) -> Iterator[None]:
+    """For the duration of the fit, route the generator's and classifier's ``forward`` and the loss's
+    ``forward_prepared`` through ``torch.compile``.
+
+    The compiled functions are set as instance attributes that shadow the methods and are deleted
+    afterwards: parameter names (and so checkpoints) are unchanged, and the model is plain eager again
+    after the fit (sampling at other batch sizes does not recompile).
+    """
+    if not enabled:
+        yield
+        return
+    targets = [(model.generator, "forward"), (model.loss, "forward_prepared")]
+    if model.classifier is not None:
+        targets.append((model.classifier, "forward"))
+    patched = []
+    try:
+        for module, name in targets:
+            if name in vars(module):
+                continue  # already shadowed by the caller: leave it alone
+            object.__setattr__(module, name, torch.compile(getattr(module, name)))
+            patched.append((module, name))
+        yield
+    finally:
+        for module, name in patched:
+            object.__delattr__(module, name)

@@ -10,7 +10,7 @@ that depends only on the (fixed) target so a training loop can cache it.
 - ``LPIPSLoss``: LPIPS from the ``lpips`` package (C in {1, 3}).
 - ``WeightedSum``: a weighted sum of any of these.
 """
-from glico.losses.base import ReconstructionLoss, ReconstructionLossBase, select_prepared
+from glico.losses.base import ReconstructionLoss, ReconstructionLossBase, concat_prepared, select_prepared
 from glico.losses.laplacian import LaplacianPyramid, LaplacianPyramidLoss, laplacian_pyramid
 from glico.losses.lpips_loss import LPIPSLoss, LPIPSTarget
 from glico.losses.perceptual import VGG16_LAYERS, VGG16_RELU_INDICES, PerceptualLoss, PerceptualTarget
@@ -20,6 +20,7 @@ from glico.losses.weighted import WeightedSum
 __all__ = [
     "ReconstructionLoss",
     "ReconstructionLossBase",
+    "concat_prepared",
     "select_prepared",
     "PerceptualLoss",
     "PerceptualTarget",

@@ -20,7 +20,8 @@ from torch import Tensor, nn
 
 from glico._checks import check_images
 
-__all__ = ["ReconstructionLoss", "ReconstructionLossBase", "check_input", "check_pred", "select_prepared"]
+__all__ = ["ReconstructionLoss", "ReconstructionLossBase", "check_input", "check_pred", "concat_prepared",
+           "select_prepared"]
 
 
 @runtime_checkable
@@ -151,6 +152,37 @@ def select_prepared(prepared: Any, index: Tensor | slice | int) -> Any:
             return type(prepared)(*parts)
         return tuple(parts)
     return prepared
+
+
+def concat_prepared(parts: list[Any]) -> Any:
+    """Join prepared targets of consecutive chunks of images into the prepared target of all of them.
+
+    The inverse of taking chunks with ``select_prepared``: tensors (at any depth of nested tuples and
+    NamedTuples) are concatenated along their first dimension; anything else (ints describing the image
+    size, for example) must be equal in every part and is kept once.
+
+    Args:
+        parts: values returned by the same loss's ``prepare_target`` for chunks of one image set, in order.
+
+    Returns:
+        A value of the same structure, holding every sample of every part.
+
+    Raises:
+        ValueError: ``parts`` is empty, or its non-tensor entries or structures differ.
+    """
+    if not parts:
+        raise ValueError("concat_prepared needs at least one prepared target")
+    first = parts[0]
+    if isinstance(first, Tensor):
+        return torch.cat(parts)
+    if isinstance(first, tuple):
+        if any(not isinstance(p, tuple) or len(p) != len(first) for p in parts):
+            raise ValueError("prepared targets to concatenate have different structures")
+        joined = [concat_prepared([p[k] for p in parts]) for k in range(len(first))]
+        return type(first)(*joined) if hasattr(first, "_fields") else tuple(joined)
+    if any(p != first for p in parts):
+        raise ValueError(f"prepared targets to concatenate differ in a non-tensor entry: {[p for p in parts][:4]}")
+    return first
 
 
 def check_input(images: Tensor, name: str) -> Tensor:
