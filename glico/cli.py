@@ -63,6 +63,9 @@ def _family_args(p: argparse.ArgumentParser, classifier_flag: str = "--classifie
     g.add_argument("--feature-weights", default="imagenet",
                    help="weights of the ResNet (ResNet-50 unless --feature-net says otherwise) behind --init features: "
                         "imagenet | random | PATH to a state_dict file")
+    g.add_argument("--feature-net", default="resnet50", choices=choices("feature_net"),
+                   help="torchvision network whose penultimate features initialise the codes with --init features "
+                        "(default: resnet50, the paper's ResNet init)")
     g.add_argument("--noise", default="concat", choices=choices("noise"))
     g.add_argument("--interpolator", default="slerp", choices=choices("interpolator"))
     g.add_argument(classifier_flag, dest=classifier_dest, default="weak", choices=choices("classifier"),
@@ -77,7 +80,7 @@ def _spec_from_args(args, image_shape, num_classes) -> ModelSpec:
         image_shape=tuple(image_shape), num_classes=num_classes, generator=args.generator, loss=args.loss,
         vgg_weights=args.vgg_weights, init=args.init, feature_weights=args.feature_weights, noise=args.noise,
         interpolator=args.interpolator, classifier=args.classifier, class_loss=args.class_loss,
-        code_dim=args.code_dim, gamma=args.gamma,
+        code_dim=args.code_dim, gamma=args.gamma, feature_net=args.feature_net,
     )
 
 

@@ -104,28 +104,22 @@ def _feature_network(spec: ModelSpec):
     import torch
     from torchvision.models import WeightsEnum
 
-    from glico._downloads import FETCH_ERRORS, bounded_socket_timeout, missing_weights_message
+    from glico._downloads import fetch_weights_enum
     from glico.classifiers.torchvision_models import load_torchvision_weights
 
     build, imagenet = resolve("feature_net", spec.feature_net)(spec)
     net = build(weights=None)
     w = _weights_arg(spec.feature_weights, imagenet)
     if isinstance(w, WeightsEnum):
-        try:
-            with bounded_socket_timeout():
-                state = w.get_state_dict(progress=False, check_hash=True)
-        except FETCH_ERRORS as err:
-            alternatives = (
-                f"  - pass feature_weights=PATH (--feature-weights PATH): that file, or any torchvision "
-                f"{spec.feature_net} state dict, or\n"
-                f"  - pick another network whose weights you have: --feature-net {', '.join(choices('feature_net'))}, or\n"
-                f"  - pass feature_weights='random' (--feature-weights random) for a randomly initialised "
-                f"{spec.feature_net}: that is not the paper's ResNet init, only a way to test the pipeline."
-            )
-            raise RuntimeError(missing_weights_message(
-                f"ImageNet {spec.feature_net} weights ({w!r}) for the ResNet init (init='features')", w.url, err,
-                alternatives)) from err
-        net.load_state_dict(state)
+        alternatives = (
+            f"  - pass feature_weights=PATH (--feature-weights PATH): that file, or any torchvision "
+            f"{spec.feature_net} state dict, or\n"
+            f"  - pick another network whose weights you have: --feature-net {', '.join(choices('feature_net'))}, or\n"
+            f"  - pass feature_weights='random' (--feature-weights random) for a randomly initialised "
+            f"{spec.feature_net}: that is not the paper's ResNet init, only a way to test the pipeline."
+        )
+        net.load_state_dict(fetch_weights_enum(
+            w, f"ImageNet {spec.feature_net} weights ({w!r}) for the ResNet init (init='features')", alternatives))
     elif w is not None:
         load_torchvision_weights(net, w)
     net.fc = torch.nn.Identity()

@@ -16,7 +16,7 @@ import statistics
 import time
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any, Callable, Mapping
 
 import torch
 from torch import nn
@@ -109,8 +109,7 @@ def run_evaluation(cfg: EvaluateConfig, out: Path, progress: bool = True, echo: 
     """
     from glico.augment import GLICOAugmenter
     from glico.data import load_data, small_sample_split
-    from glico.names import ModelSpec, build_model
-    from glico.training import FitConfig, fit, resolve_device
+    from glico.training import resolve_device
 
     resolve_device(cfg.device)
     out.mkdir(parents=True, exist_ok=True)
@@ -129,42 +128,26 @@ def run_evaluation(cfg: EvaluateConfig, out: Path, progress: bool = True, echo: 
     for spc in cfg.spcs:
         for seed in cfg.seeds:
             train, chosen = small_sample_split(data.train, spc, seed)
-            n = train.images.shape[0]
-            batch = min(cfg.batch_size, n)
-            tcfg = TrainConfig(steps=steps_for(n, cfg.batch_size, cfg.epochs), batch_size=batch, lr=cfg.lr,
-                               weight_decay=cfg.weight_decay, crop_pad=max(1, h // 8), flip=flip, seed=seed,
-                               device=cfg.device, progress=progress)
+            tcfg = downstream_config(train.images.shape[0], h, epochs=cfg.epochs, batch_size=cfg.batch_size, lr=cfg.lr,
+                                     weight_decay=cfg.weight_decay, flip=flip, seed=seed, device=cfg.device,
+                                     progress=progress)
             augmenter = None
             fit_info: dict[str, Any] = {}
             if needs_glico:
-                spec = ModelSpec(image_shape=(c, h, w), num_classes=k, **cfg.model)
-                torch.manual_seed(seed)
-                model = build_model(spec)
-                t0 = time.perf_counter()
-                hist = fit(model, train.images, train.labels,
-                           config=FitConfig(epochs=cfg.fit_epochs, batch_size=cfg.fit_batch_size, seed=seed,
-                                            device=cfg.device, progress=progress))
-                fit_info = {"seconds": round(time.perf_counter() - t0, 1), "reconstruction_last": hist.reconstruction[-1]}
-                from glico.viz import class_grid, save_grid
-
-                save_grid(class_grid(model, 8, seed), out / f"samples-spc{spc}-seed{seed}.png", nrow=8)
+                model, fit_info = fit_glico(cfg.model, train, seed=seed, epochs=cfg.fit_epochs,
+                                            batch_size=cfg.fit_batch_size, device=cfg.device, progress=progress,
+                                            samples_png=out / f"samples-spc{spc}-seed{seed}.png")
                 augmenter = GLICOAugmenter(model, p=cfg.glico_p, seed=seed)
             for method in cfg.methods:
-                policy = build_policy(method, num_classes=k, glico_augmenter=augmenter, seed=seed, image_size=h)
-                torch.manual_seed(seed)
-                clf = factory(c, k, h)
-                t0 = time.perf_counter()
-                train_classifier(clf, train.images, train.labels, tcfg, policy=policy, desc=f"{method} spc{spc} s{seed}")
-                acc = evaluate(clf, data.test.images, data.test.labels, device=cfg.device)
-                secs = time.perf_counter() - t0
-                runs.append({"spc": spc, "seed": seed, "method": method, **acc, "seconds": round(secs, 1),
+                acc = train_and_score(method, factory, train, data.test, tcfg, augmenter=augmenter, seed=seed,
+                                      desc=f"{method} spc{spc} s{seed}")
+                runs.append({"spc": spc, "seed": seed, "method": method, **acc,
                              "steps": tcfg.steps, "fit": fit_info if method in GLICO_METHODS else None})
                 done += 1
                 elapsed = time.perf_counter() - started
                 eta = elapsed / done * (total - done)
                 echo(f"  spc {spc:>3} seed {seed} {method:>18}: top-1 {acc['top1']:6.2f} %  top-5 {acc['top5']:6.2f} %  "
-                     f"({secs:.0f} s; {done}/{total} done, about {eta / 60:.1f} min left)")
-                del clf
+                     f"({acc['seconds']:.0f} s; {done}/{total} done, about {eta / 60:.1f} min left)")
     summary = aggregate(runs)
     results = {
         "glico_version": __version__,
@@ -184,15 +167,94 @@ def run_evaluation(cfg: EvaluateConfig, out: Path, progress: bool = True, echo: 
     return results
 
 
-def aggregate(runs: list[dict]) -> list[dict]:
-    """Mean ± STE of top-1 / top-5 per (spc, method) over seeds."""
-    keys = sorted({(r["spc"], r["method"]) for r in runs}, key=lambda x: (x[0], [r["method"] for r in runs].index(x[1])))
+# ------------------------------------------------------------------ one split (shared with glico ablate)
+def downstream_config(n_train: int, image_size: int, *, epochs: int, batch_size: int, lr: float, weight_decay: float,
+                      flip: bool, seed: int, device: str, progress: bool) -> TrainConfig:
+    """The downstream recipe for one split: the same budget (:func:`steps_for`) for every method compared,
+    batch capped at the split's size, random-crop padding of 1/8 of the image side."""
+    return TrainConfig(steps=steps_for(n_train, batch_size, epochs), batch_size=min(batch_size, n_train), lr=lr,
+                       weight_decay=weight_decay, crop_pad=max(1, image_size // 8), flip=flip, seed=seed,
+                       device=device, progress=progress)
+
+
+def fit_glico(model: Mapping[str, Any], train, *, seed: int, epochs: int, batch_size: int = 128, device: str = "cpu",
+              unlabeled: torch.Tensor | None = None, progress: bool = True, samples_png: Path | None = None):
+    """Compose the GLICO model named by ``model`` (fields of :class:`glico.names.ModelSpec` without
+    image_shape / num_classes) for ``train`` and fit it on that split.
+
+    Args:
+        model: the composition by names (``{"loss": "laplacian", "noise": "none"}``; missing fields
+            take ModelSpec's defaults, the paper's choices).
+        train: the labelled split (a :class:`glico.data.ImageSet`); its rows are the first rows of the
+            fitted code table, in order, so a :class:`glico.augment.GLICOAugmenter` indexes them directly.
+        seed: seeds the model's initial weights (``torch.manual_seed``) and the fit.
+        epochs, batch_size, device: the fit budget and where it runs.
+        unlabeled: images reconstructed without the classification term (transductive or
+            semi-supervised mode); they get the code table's last rows.
+        samples_png: if given, a grid of 8 samples per class is written there.
+
+    Returns:
+        ``(model, info)``: the fitted :class:`glico.model.GLICO` and plain data about the fit (seconds,
+        last reconstruction loss, number of unlabelled images).
+
+    Shape:
+        train.images (N, C, H, W) in [0, 1]; unlabeled (M, C, H, W) in [0, 1]
+    """
+    from glico.names import ModelSpec, build_model
+    from glico.training import FitConfig, fit
+
+    c, h, w = train.images.shape[1:]
+    spec = ModelSpec(image_shape=(c, h, w), num_classes=len(train.class_names), **model)
+    torch.manual_seed(seed)
+    glico_model = build_model(spec)
+    t0 = time.perf_counter()
+    hist = fit(glico_model, train.images, train.labels, unlabeled=unlabeled,
+               config=FitConfig(epochs=epochs, batch_size=batch_size, seed=seed, device=device, progress=progress))
+    info: dict[str, Any] = {"seconds": round(time.perf_counter() - t0, 1), "reconstruction_last": hist.reconstruction[-1]}
+    if unlabeled is not None:
+        info["n_unlabeled"] = int(unlabeled.shape[0])
+    if samples_png is not None:
+        from glico.viz import class_grid, save_grid
+
+        save_grid(class_grid(glico_model, 8, seed), samples_png, nrow=8)
+    return glico_model, info
+
+
+def train_and_score(method: str, factory: Callable[[int, int, int], nn.Module], train, test, config: TrainConfig, *,
+                    augmenter=None, seed: int = 0, desc: str = "train") -> dict[str, float]:
+    """Train a fresh downstream classifier on ``train`` with the batch policy ``method`` and score it.
+
+    Args:
+        method: a policy name (:func:`glico.experiments.policies.policy_names`).
+        factory: (in_channels, num_classes, image_size) -> a new classifier (seeded with ``seed`` first).
+        train, test: :class:`glico.data.ImageSet` s.
+        config: the recipe (:func:`downstream_config`).
+        augmenter: a :class:`glico.augment.GLICOAugmenter` of a model fitted on ``train`` (GLICO methods).
+
+    Returns:
+        ``{"top1": %, "top5": %, "seconds": s}`` on ``test``.
+    """
+    c, h, _ = train.images.shape[1:]
+    k = len(train.class_names)
+    policy = build_policy(method, num_classes=k, glico_augmenter=augmenter, seed=seed, image_size=h)
+    torch.manual_seed(seed)
+    clf = factory(c, k, h)
+    t0 = time.perf_counter()
+    train_classifier(clf, train.images, train.labels, config, policy=policy, desc=desc)
+    acc = evaluate(clf, test.images, test.labels, device=config.device)
+    return {**acc, "seconds": round(time.perf_counter() - t0, 1)}
+
+
+def aggregate(runs: list[dict], key: str = "method") -> list[dict]:
+    """Mean ± STE of top-1 / top-5 per (spc, ``runs[i][key]``) over seeds, in order of first appearance."""
+    order = list(dict.fromkeys(r[key] for r in runs))
+    keys = sorted({(r["spc"], r[key]) for r in runs}, key=lambda x: (x[0], order.index(x[1])))
     rows = []
-    for spc, method in keys:
-        sel = [r for r in runs if r["spc"] == spc and r["method"] == method]
+    for spc, name in keys:
+        sel = [r for r in runs if r["spc"] == spc and r[key] == name]
         t1, s1 = mean_ste([r["top1"] for r in sel])
         t5, s5 = mean_ste([r["top5"] for r in sel])
-        rows.append({"spc": spc, "method": method, "top1": t1, "top1_ste": s1, "top5": t5, "top5_ste": s5,
+        rows.append({"spc": spc, key: name, "top1": t1, "top1_ste": s1, "top5": t5, "top5_ste": s5,
                      "seeds": [r["seed"] for r in sel]})
     return rows
 
@@ -213,30 +275,31 @@ def markdown_table(summary: list[dict], cfg: EvaluateConfig) -> str:
     return "\n".join(lines) + "\n"
 
 
-def plot_results(summary: list[dict], path: Path, title: str) -> Path:
-    """Top-1 accuracy per method: vs SPC (lines with error bars) when several SPCs, else bars."""
+def plot_results(summary: list[dict], path: Path, title: str, key: str = "method") -> Path:
+    """Top-1 accuracy per method (``summary[i][key]``): vs SPC (lines with error bars) when several
+    SPCs, else bars."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
     spcs = sorted({r["spc"] for r in summary})
-    methods = list(dict.fromkeys(r["method"] for r in summary))
+    methods = list(dict.fromkeys(r[key] for r in summary))
     fig, ax = plt.subplots(figsize=(7, 4))
     if len(spcs) > 1:
         for m in methods:
-            rs = sorted((r for r in summary if r["method"] == m), key=lambda r: r["spc"])
+            rs = sorted((r for r in summary if r[key] == m), key=lambda r: r["spc"])
             ax.errorbar([r["spc"] for r in rs], [r["top1"] for r in rs], yerr=[r["top1_ste"] for r in rs],
                         marker="o", capsize=3, label=m)
         ax.set(xlabel="samples per class", xscale="log")
         ax.legend(fontsize=8)
     else:
-        rs = [next(r for r in summary if r["method"] == m) for m in methods]
+        rs = [next(r for r in summary if r[key] == m) for m in methods]
         ax.bar(range(len(rs)), [r["top1"] for r in rs], yerr=[r["top1_ste"] for r in rs], capsize=3)
         ax.set_xticks(range(len(rs)), methods, rotation=30, ha="right", fontsize=8)
         lo = min(r["top1"] - r["top1_ste"] for r in rs)
         ax.set_ylim(max(0.0, lo - 5), None)
-        ax.set(xlabel=f"method ({spcs[0]} per class)")
+        ax.set(xlabel=f"{key} ({spcs[0]} per class)")
     ax.set(ylabel="top-1 accuracy (%)", title=title)
     fig.tight_layout()
     fig.savefig(path, dpi=110)
@@ -290,11 +353,21 @@ def add_evaluate_parser(sub, family_args: Callable[[argparse.ArgumentParser], No
     return e
 
 
+def model_fields_from_args(args) -> dict[str, Any]:
+    """The GLICO composition flags of ``glico evaluate`` / ``glico ablate`` as ModelSpec fields (f is
+    ``--glico-classifier`` there, since ``--classifier`` names the downstream classifier)."""
+    fields = {"generator": args.generator, "loss": args.loss, "vgg_weights": args.vgg_weights, "init": args.init,
+              "feature_weights": args.feature_weights, "noise": args.noise, "interpolator": args.interpolator,
+              "classifier": args.classifier_f, "class_loss": args.class_loss, "code_dim": args.code_dim,
+              "gamma": args.gamma}
+    if getattr(args, "feature_net", None) is not None:
+        fields["feature_net"] = args.feature_net
+    return fields
+
+
 def cmd_evaluate(args) -> int:
     cub = args.data.startswith("cub:")
-    model = {"generator": args.generator, "loss": args.loss, "vgg_weights": args.vgg_weights, "init": args.init,
-             "feature_weights": args.feature_weights, "noise": args.noise, "interpolator": args.interpolator,
-             "classifier": args.classifier_f, "class_loss": args.class_loss, "code_dim": args.code_dim, "gamma": args.gamma}
+    model = model_fields_from_args(args)
     cfg = EvaluateConfig(
         data=args.data, spcs=args.spc, seeds=args.seeds, methods=args.methods, classifier=args.classifier,
         epochs=args.epochs, batch_size=args.batch_size or (16 if cub else 128), lr=args.lr or (0.001 if cub else 0.1),
