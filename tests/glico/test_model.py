@@ -10,19 +10,7 @@ from glico.interpolation import Lerp
 from glico.losses import PixelLoss
 from glico.noise import NoNoise
 from glico.training import FitConfig, fit
-
-
-def toy_data(n_per_class=4, classes=3, size=8, seed=0):
-    """Classes are distinct constant-ish patterns: class c lights up row block c."""
-    g = torch.Generator().manual_seed(seed)
-    images, labels = [], []
-    for c in range(classes):
-        base = torch.zeros(1, size, size)
-        base[:, c * size // classes : (c + 1) * size // classes, :] = 0.9
-        for _ in range(n_per_class):
-            images.append((base + 0.05 * torch.rand(1, size, size, generator=g)).clamp(0, 1))
-            labels.append(c)
-    return torch.stack(images), torch.tensor(labels)
+from tests.glico.toy_data import toy_data
 
 
 def small_model(**kw):

@@ -21,6 +21,7 @@ from glico.experiments.policies import (
     policy_names,
     soft_cross_entropy,
 )
+from tests.glico.toy_data import toy_data
 from glico.losses import PixelLoss
 from glico.training import FitConfig, fit
 
@@ -31,24 +32,11 @@ NAMES = (
 DEVICES = ["cpu"] + (["cuda"] if torch.cuda.is_available() else [])
 
 
-def _toy(n_per_class=4, classes=3, size=8, seed=0):
-    """Class c lights up row block c (a few labelled 1-channel images, as GLICO gets)."""
-    g = torch.Generator().manual_seed(seed)
-    images, labels = [], []
-    for c in range(classes):
-        base = torch.zeros(1, size, size)
-        base[:, c * size // classes : (c + 1) * size // classes, :] = 0.9
-        for _ in range(n_per_class):
-            images.append((base + 0.05 * torch.rand(1, size, size, generator=g)).clamp(0, 1))
-            labels.append(c)
-    return torch.stack(images), torch.tensor(labels)
-
-
 @pytest.fixture(scope="module")
 def fitted():
     """A tiny GLICO fitted for a few epochs on the toy set: (model, images, labels)."""
     torch.manual_seed(0)
-    x, y = _toy()
+    x, y = toy_data()
     m = GLICO(image_shape=(1, 8, 8), num_classes=3, code_dim=16, loss=PixelLoss(p=2))
     fit(m, x, y, config=FitConfig(epochs=3, progress=False))
     return m, x, y
