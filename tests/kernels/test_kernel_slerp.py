@@ -159,11 +159,14 @@ def test_constant_angle_steps(backend, seed, batch, d, steps):
     ts_ = torch.linspace(0, 1, steps + 1, device=device())
     outs = [kernels.slerp(a, b, float(t), backend=backend) for t in ts_]
     theta = _angle(a, b)
-    atol = tol(torch.float32)["atol"]
+    # The dtype's tolerance, scaled by slerp's condition number 1/sin θ: near-antipodal pairs divide by
+    # sin θ, so any fp32 implementation (the reference too) loses ~eps/sin θ in angle there.
+    atol = tol(torch.float32)["atol"] / theta.sin().clamp(1e-3, 1.0)
     for k in range(steps):
         step = _angle(outs[k], outs[k + 1])
-        torch.testing.assert_close(step, theta / steps, atol=atol, rtol=0)
-        torch.testing.assert_close(_angle(a, outs[k]), theta * float(ts_[k]), atol=atol, rtol=0)
+        assert ((step - theta / steps).abs() <= atol).all(), (step - theta / steps).abs().max()
+        err = (_angle(a, outs[k]) - theta * float(ts_[k])).abs()
+        assert (err <= atol).all(), err.max()
 
 
 @pytest.mark.parametrize("backend", BACKENDS)
