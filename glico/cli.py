@@ -381,6 +381,9 @@ def build_parser() -> argparse.ArgumentParser:
     from glico.experiments.ablations import add_ablate_parser
 
     add_ablate_parser(sub, lambda parser: _family_args(parser, "--glico-classifier", "classifier_f"))
+    from glico.experiments.merge import add_merge_parser
+
+    add_merge_parser(sub)
     return p
 
 

@@ -1,0 +1,217 @@
+"""``glico merge``: one table from several ``glico evaluate`` / ``glico ablate`` runs of the same setting.
+
+A long grid is easier to run as several processes — one per seed, or the slow variants apart from
+the fast ones (``--only``), on separate cores or machines — than as one. Every (spc, seed, variant)
+run is seeded by itself, so a run's numbers do not depend on which other runs shared its process;
+merging the pieces gives the table the single command would have written.
+
+    glico ablate --table 2 ... --seeds 0 --out abl/s0
+    glico ablate --table 2 ... --seeds 1,2 --out abl/s12
+    glico merge abl/s0 abl/s12 --out abl/all
+
+The pieces must agree on everything but the seeds, the SPCs, the variants (methods) and the device;
+a (spc, seed, variant) that two pieces both ran is refused rather than silently picked.
+"""
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any, Sequence
+
+__all__ = ["merge_results", "cmd_merge", "add_merge_parser"]
+
+# Settings the pieces of one table may differ in (everything else must be equal).
+_FREE_ABLATE = {"seeds", "spcs", "device"}
+_FREE_EVALUATE = {"seeds", "spcs", "methods", "device"}
+
+
+def _load(path: str | Path) -> tuple[Path, dict]:
+    p = Path(path)
+    if p.is_dir():
+        p = p / "results.json"
+    if not p.is_file():
+        raise FileNotFoundError(f"{path}: no results.json there; give a folder written by 'glico evaluate' / "
+                                f"'glico ablate' or its results.json")
+    try:
+        results = json.loads(p.read_text())
+    except (json.JSONDecodeError, UnicodeDecodeError) as e:
+        raise ValueError(f"{p}: not a readable results.json ({e})") from None
+    if not isinstance(results, dict) or not isinstance(results.get("runs"), list):
+        raise ValueError(f"{p}: not a results.json of 'glico evaluate' or 'glico ablate' (it has no list of runs)")
+    return p, results
+
+
+def _kind(p: Path, results: dict) -> str:
+    if "variants" in results and "settings" in results:
+        return "ablate"
+    if "config" in results:
+        return "evaluate"
+    raise ValueError(f"{p}: not a results.json of 'glico evaluate' or 'glico ablate'")
+
+
+def _differences(a: dict, b: dict, free: set[str]) -> list[str]:
+    keys = sorted((set(a) | set(b)) - free)
+    return [f"{k}: {a.get(k)!r} vs {b.get(k)!r}" for k in keys if a.get(k) != b.get(k)]
+
+
+def merge_results(inputs: Sequence[str | Path], out: str | Path | None = None) -> dict:
+    """Merge the results of several runs of one ``glico evaluate`` or ``glico ablate`` setting.
+
+    Args:
+        inputs: result folders (or their ``results.json``), at least two, all from the same command.
+        out: folder for the merged results.json, results.md and results.png (None: write nothing).
+
+    Returns:
+        The merged results, laid out as the single command would have written them, plus
+        ``merged_from`` (the input files) and ``devices`` (where the pieces ran).
+
+    Raises:
+        ValueError: fewer than two inputs, inputs of different commands, settings that differ in
+            anything but seeds / SPCs / variants (methods) / device, or a run present twice.
+    """
+    if len(inputs) < 2:
+        raise ValueError(f"give at least two results to merge; got {len(inputs)}")
+    loaded = [_load(p) for p in inputs]
+    if out is not None:
+        clash = [str(p) for p, _ in loaded if p.parent.resolve() == Path(out).resolve()]
+        if clash:
+            raise ValueError(f"--out {out} is one of the inputs ({clash[0]}); merging there would overwrite it. "
+                             f"Give a new folder")
+    kinds = {_kind(p, r) for p, r in loaded}
+    if len(kinds) > 1:
+        raise ValueError("cannot merge 'glico evaluate' results with 'glico ablate' results: "
+                         + ", ".join(f"{p} ({_kind(p, r)})" for p, r in loaded))
+    kind = kinds.pop()
+    first_path, first = loaded[0]
+    for p, r in loaded[1:]:
+        problems = []
+        if r.get("glico_version") != first.get("glico_version"):
+            problems.append(f"glico_version: {first.get('glico_version')!r} vs {r.get('glico_version')!r}")
+        if kind == "ablate":
+            problems += _differences(first["settings"], r["settings"], _FREE_ABLATE)
+        else:
+            problems += _differences(first["config"], r["config"], _FREE_EVALUATE)
+        problems += [f"data.{d}" for d in _differences(first["data"], r["data"], set())]
+        if problems:
+            raise ValueError(f"{p} was run with other settings than {first_path}, so their numbers do not belong in "
+                             f"one table; differing: " + "; ".join(problems))
+    key = "variant" if kind == "ablate" else "method"
+    order = _name_order(loaded, kind)
+    runs, seen = [], {}
+    for p, r in loaded:
+        for run in r["runs"]:
+            ident = (run["spc"], run["seed"], run[key])
+            if ident in seen:
+                raise ValueError(f"spc {ident[0]}, seed {ident[1]}, {key} {ident[2]!r} is in both {seen[ident]} and {p}; "
+                                 f"merge pieces that ran different seeds / {key}s")
+            seen[ident] = p
+            runs.append(run)
+    runs.sort(key=lambda x: (x["spc"], x["seed"], order.index(x[key])))
+    spcs = sorted({x["spc"] for x in runs})
+    seeds = sorted({x["seed"] for x in runs})
+    merged = _merge_ablate(loaded, runs, order, spcs, seeds) if kind == "ablate" else \
+        _merge_evaluate(loaded, runs, order, spcs, seeds)
+    merged["merged_from"] = [str(p) for p, _ in loaded]
+    merged["seconds"] = round(sum(float(r.get("seconds", 0.0)) for _, r in loaded), 1)
+    if out is not None:
+        _write(merged, kind, Path(out))
+    return merged
+
+
+def _name_order(loaded: list[tuple[Path, dict]], kind: str) -> list[str]:
+    """Rows in the order of the paper's table (ablate) or of first appearance."""
+    if kind == "evaluate":
+        return list(dict.fromkeys(m for _, r in loaded for m in r["config"]["methods"]))
+    from glico.experiments.ablations import TABLES
+
+    defs: dict[str, dict] = {}
+    for p, r in loaded:
+        for v in r["variants"]:
+            if v["name"] in defs and defs[v["name"]] != v:
+                raise ValueError(f"variant {v['name']!r} is defined differently in {p} than in an earlier input; "
+                                 f"a row must mean the same composition in every piece")
+            defs.setdefault(v["name"], v)
+    names = list(defs)
+    table = loaded[0][1]["settings"].get("table")
+    if table in TABLES:
+        paper_order = [v.name for v in TABLES[table]]
+        names.sort(key=lambda n: paper_order.index(n) if n in paper_order else len(paper_order))
+    return names
+
+
+def _merge_ablate(loaded, runs, order, spcs, seeds) -> dict:
+    from glico.experiments.ablations import ablation_markdown
+    from glico.experiments.evaluate import aggregate
+
+    first = loaded[0][1]
+    defs = {v["name"]: v for _, r in loaded for v in r["variants"]}
+    steps: dict[str, Any] = {}
+    for _, r in loaded:
+        steps.update(r["recipe"]["steps_per_run"])
+    merged = {
+        **first,
+        "settings": {**first["settings"], "spcs": spcs, "seeds": seeds,
+                     "device": _devices(r["settings"]["device"] for _, r in loaded)},
+        "variants": [defs[n] for n in order],
+        "recipe": {**first["recipe"], "steps_per_run": {str(s): steps[str(s)] for s in spcs}},
+        "runs": runs,
+        "summary": aggregate(runs, key="variant"),
+    }
+    merged["markdown"] = ablation_markdown(merged)
+    return merged
+
+
+def _merge_evaluate(loaded, runs, order, spcs, seeds) -> dict:
+    from glico.experiments.evaluate import aggregate
+
+    first = loaded[0][1]
+    steps: dict[str, Any] = {}
+    for _, r in loaded:
+        steps.update(r["recipe"]["steps_per_run"])
+    return {
+        **first,
+        "config": {**first["config"], "spcs": spcs, "seeds": seeds, "methods": order,
+                   "device": _devices(r["config"]["device"] for _, r in loaded)},
+        "recipe": {**first["recipe"], "steps_per_run": {str(s): steps[str(s)] for s in spcs}},
+        "runs": runs,
+        "summary": aggregate(runs, key="method"),
+    }
+
+
+def _devices(devices) -> str:
+    return ",".join(dict.fromkeys(str(d) for d in devices))
+
+
+def _write(merged: dict, kind: str, out: Path) -> None:
+    from glico.experiments.evaluate import EvaluateConfig, markdown_table, plot_results
+
+    out.mkdir(parents=True, exist_ok=True)
+    if kind == "ablate":
+        md, key = merged["markdown"], "variant"
+        title = f"{merged['title']} ({merged['data']['name']}, {merged['settings']['classifier']})"
+    else:
+        cfg = merged["config"]
+        md = markdown_table(merged["summary"], EvaluateConfig(**{**cfg, "spcs": tuple(cfg["spcs"]),
+                                                                 "seeds": tuple(cfg["seeds"]),
+                                                                 "methods": tuple(cfg["methods"])}))
+        key, title = "method", f"{merged['data']['name']}, {cfg['classifier']}"
+    (out / "results.json").write_text(json.dumps(merged, indent=2))
+    (out / "results.md").write_text(md)
+    plot_results(merged["summary"], out / "results.png", title=title, key=key)
+
+
+# ------------------------------------------------------------------------------------------ CLI
+def add_merge_parser(sub):
+    """Register ``glico merge`` on the CLI's subparsers."""
+    m = sub.add_parser("merge", help="one table from several 'glico evaluate' / 'glico ablate' runs of one setting "
+                                     "(e.g. one process per seed)")
+    m.add_argument("inputs", nargs="+", help="result folders (or their results.json)")
+    m.add_argument("--out", required=True, help="folder for the merged results.json, results.md, results.png")
+    m.set_defaults(func=cmd_merge)
+    return m
+
+
+def cmd_merge(args) -> int:
+    merge_results(args.inputs, out=args.out)
+    print((Path(args.out) / "results.md").read_text())
+    return 0

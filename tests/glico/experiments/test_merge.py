@@ -1,0 +1,103 @@
+"""glico merge: pieces of a grid run in separate processes give the table the single command writes,
+and pieces that do not belong together are refused."""
+import json
+import shutil
+
+import pytest
+
+from glico.cli import main
+from glico.experiments.merge import merge_results
+
+TINY = ["--epochs", "1", "--fit-epochs", "2", "--classifier", "weak", "--loss", "pixel", "--code-dim", "8",
+        "--max-test", "60", "--quiet", "--data", "digits", "--spc", "2"]
+
+
+def _ablate(out, *extra):
+    assert main(["ablate", "--table", "2", "--out", str(out)] + TINY + list(extra)) == 0
+    return json.loads((out / "results.json").read_text())
+
+
+def _strip(runs):
+    # wall-clock seconds are the only thing allowed to differ between two runs of the same work
+    return [{k: v for k, v in r.items() if k != "seconds"} | {"fit": {k: v for k, v in (r["fit"] or {}).items()
+                                                                     if k != "seconds"}} for r in runs]
+
+
+@pytest.fixture(scope="module")
+def pieces(tmp_path_factory):
+    """Table II's GLICO, Baseline and Lerp rows for seeds 0 and 1: once as one command, once as three
+    pieces (seed 0 / seed 1's Lerp apart from its other rows, in another order)."""
+    d = tmp_path_factory.mktemp("merge")
+    whole = _ablate(d / "whole", "--seeds", "0,1", "--only", "GLICO,Baseline,Lerp")
+    _ablate(d / "a", "--seeds", "0", "--only", "Lerp,GLICO,Baseline")
+    _ablate(d / "b", "--seeds", "1", "--only", "Lerp")
+    _ablate(d / "c", "--seeds", "1", "--only", "Baseline,GLICO")
+    return d, whole
+
+
+def test_merged_pieces_equal_the_single_run(pieces, capsys):
+    d, whole = pieces
+    assert main(["merge", str(d / "c"), str(d / "a"), str(d / "b" / "results.json"), "--out", str(d / "merged")]) == 0
+    merged = json.loads((d / "merged" / "results.json").read_text())
+    assert _strip(merged["runs"]) == _strip(whole["runs"])  # same numbers, same (paper) order
+    assert merged["summary"] == whole["summary"]
+    assert merged["settings"] == whole["settings"]
+    assert [v["name"] for v in merged["variants"]] == ["GLICO", "Baseline", "Lerp"]
+    assert merged["markdown"] == whole["markdown"]
+    assert (d / "merged" / "results.md").read_text() == whole["markdown"]
+    assert (d / "merged" / "results.png").stat().st_size > 0
+    assert len(merged["merged_from"]) == 3
+    assert "mean ± STE over seeds [0, 1]" in capsys.readouterr().out
+
+
+def test_overlapping_pieces_are_refused(pieces):
+    d, _ = pieces
+    with pytest.raises(ValueError, match=r"seed 0, variant 'GLICO' is in both"):
+        merge_results([d / "a", d / "whole"])
+
+
+def test_pieces_with_other_settings_are_refused(pieces, tmp_path):
+    d, _ = pieces
+    other = tmp_path / "other"
+    shutil.copytree(d / "b", other)
+    r = json.loads((other / "results.json").read_text())
+    r["settings"]["fit_epochs"] = 300
+    (other / "results.json").write_text(json.dumps(r))
+    with pytest.raises(ValueError, match=r"other settings.*fit_epochs: 2 vs 300"):
+        merge_results([d / "a", other])
+
+
+def test_out_must_not_be_an_input(pieces):
+    d, _ = pieces
+    before = (d / "a" / "results.json").read_text()
+    with pytest.raises(ValueError, match="overwrite"):
+        merge_results([d / "a", d / "b"], out=d / "a")
+    assert (d / "a" / "results.json").read_text() == before
+
+
+def test_bad_inputs_say_what_is_expected(tmp_path, capsys):
+    (tmp_path / "x").mkdir()
+    assert main(["merge", str(tmp_path / "x"), str(tmp_path / "x"), "--out", str(tmp_path / "m")]) == 2
+    assert "no results.json there" in capsys.readouterr().err
+    (tmp_path / "junk.json").write_text("{not json")
+    with pytest.raises(ValueError, match="not a readable results.json"):
+        merge_results([tmp_path / "junk.json", tmp_path / "junk.json"])
+    with pytest.raises(ValueError, match="at least two"):
+        merge_results([tmp_path / "junk.json"])
+
+
+def test_evaluate_pieces_merge_too(tmp_path):
+    common = ["--data", "digits", "--spc", "2", "--classifier", "weak", "--epochs", "1", "--max-test", "60", "--quiet"]
+    assert main(["evaluate", "--seeds", "0,1", "--methods", "baseline,cutout", "--out", str(tmp_path / "w")] + common) == 0
+    assert main(["evaluate", "--seeds", "0", "--methods", "baseline,cutout", "--out", str(tmp_path / "p0")] + common) == 0
+    assert main(["evaluate", "--seeds", "1", "--methods", "cutout", "--out", str(tmp_path / "p1c")] + common) == 0
+    assert main(["evaluate", "--seeds", "1", "--methods", "baseline", "--out", str(tmp_path / "p1b")] + common) == 0
+    merged = merge_results([tmp_path / "p0", tmp_path / "p1c", tmp_path / "p1b"], out=tmp_path / "m")
+    whole = json.loads((tmp_path / "w" / "results.json").read_text())
+    assert _strip(merged["runs"]) == _strip(whole["runs"])
+    assert merged["summary"] == whole["summary"] and merged["config"] == whole["config"]
+    assert (tmp_path / "m" / "results.md").read_text() == (tmp_path / "w" / "results.md").read_text()
+    with pytest.raises(ValueError, match="cannot merge 'glico evaluate' results with 'glico ablate'"):
+        ablate = tmp_path / "abl"
+        _ablate(ablate, "--seeds", "0", "--only", "Baseline")
+        merge_results([tmp_path / "p0", ablate])
