@@ -1,8 +1,8 @@
 """The fit loop: optimisers, schedule, checkpoints, interruptions, progress. The model itself is in
 :mod:`glico.model`.
 
-Codes are updated sparsely (SparseAdam on the rows of the batch) and only those rows are projected
-back to the unit sphere after each step. Losses are read on the host every ``log_every`` steps, so
+Codes are updated sparsely (lazy Adam on the rows of the batch, :class:`glico.latents.SphereRowAdam`)
+and only those rows are projected back to the unit sphere, in the same fused call. Losses are read on the host every ``log_every`` steps, so
 the step itself has no host synchronisation.
 
 Fast path (see ``docs/performance.md``): the reconstruction targets never change during a fit, so their
@@ -39,6 +39,7 @@ from typing import Any, Callable, Iterator
 import torch
 from tqdm.auto import tqdm
 
+from glico.latents.optim import SphereRowAdam
 from glico.losses import concat_prepared, select_prepared
 from glico.model import GLICO, UNLABELED
 
@@ -57,7 +58,7 @@ class FitConfig:
         epochs: passes over the (labelled + unlabelled) images.
         batch_size: images per step (capped at the number of images).
         lr: Adam learning rate of the generator and classifier.
-        lr_codes: SparseAdam learning rate of the codes.
+        lr_codes: learning rate of the codes (lazy Adam on the batch's rows, as SparseAdam).
         betas: Adam betas for all three.
         cosine: anneal the learning rates to 0 along a cosine.
         seed: seeds code initialisation, shuffling and noise.
@@ -280,7 +281,8 @@ def fit(
     if model.classifier is not None:
         params += list(model.classifier.parameters())
     opt = torch.optim.Adam(params, lr=config.lr, betas=config.betas)
-    opt_codes = torch.optim.SparseAdam([model.codes.weight], lr=config.lr_codes, betas=config.betas)
+    # Lazy Adam on the batch's rows fused with their projection (one launch on CUDA, no host sync).
+    opt_codes = SphereRowAdam([model.codes.weight], lr=config.lr_codes, betas=config.betas)
     scheds = []
     if config.cosine:
         scheds = [torch.optim.lr_scheduler.CosineAnnealingLR(o, total_steps) for o in (opt, opt_codes)]
@@ -344,8 +346,7 @@ def fit(
                     opt_codes.zero_grad(set_to_none=True)
                     losses.total.backward()
                     opt.step()
-                    opt_codes.step()
-                    model.codes.project_(idx)
+                    opt_codes.step()  # also re-projects the updated rows onto the sphere
                     for s in scheds:
                         s.step()
                     total = losses.total.detach()

@@ -285,6 +285,97 @@ def project_rows_(
     return codes
 
 
+def _check_distinct(n_rows: int, name: str, idx: torch.Tensor) -> None:
+    """Every id in ``[0, n_rows)`` and none repeated, with one read-back."""
+    if idx.numel() == 0:
+        return
+    ordered = idx.sort().values
+    repeats = (ordered[1:] == ordered[:-1]).sum() if idx.numel() > 1 else ordered.new_zeros(())
+    lo, hi, rep = torch.stack([ordered[0], ordered[-1], repeats]).to(torch.int64).tolist()
+    if lo < 0 or hi >= n_rows:
+        raise ValueError(f"{name} must index rows in [0, {n_rows}), got values in [{lo}, {hi}]")
+    if rep:
+        raise ValueError(f"{name} must not repeat a row (each row gets one update), got {rep} repeated id(s)")
+
+
+def _check_hyper(step: object, lr: object, beta1: object, beta2: object, eps: object) -> None:
+    if isinstance(step, bool) or not isinstance(step, int) or step < 1:
+        raise ValueError(f"step must be an int >= 1 (the update's number, for the bias correction), got {step!r}")
+    for name, value, ok, accepted in (
+        ("lr", lr, lambda x: x >= 0, ">= 0"),
+        ("beta1", beta1, lambda x: 0 <= x < 1, "in [0, 1)"),
+        ("beta2", beta2, lambda x: 0 <= x < 1, "in [0, 1)"),
+        ("eps", eps, lambda x: x > 0, "> 0"),
+    ):
+        if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value) or not ok(value):
+            raise ValueError(f"{name} must be a finite number {accepted}, got {value!r}")
+
+
+def adam_rows_(
+    param: torch.Tensor,
+    exp_avg: torch.Tensor,
+    exp_avg_sq: torch.Tensor,
+    idx: torch.Tensor,
+    grad: torch.Tensor,
+    *,
+    step: int,
+    lr: float,
+    beta1: float = 0.9,
+    beta2: float = 0.999,
+    eps: float = 1e-8,
+    project: bool = True,
+    backend: str = "auto",
+    check_indices: bool = True,
+) -> torch.Tensor:
+    """A lazy-Adam step on rows ``idx`` of a table fused with their projection onto the unit sphere.
+
+    The update is :class:`torch.optim.SparseAdam`'s for a gradient whose non-zero rows are ``idx``
+    (see ``kernels.reference.adam_rows_``), followed when ``project`` by :func:`project_rows_` of
+    those rows: one launch on CUDA, no device synchronisation. Rows outside ``idx`` are not read or
+    written. Like :func:`project_rows_` it is an optimiser update: no autograd history on any
+    backend, and ``"auto"`` picks Triton for CUDA tables whether or not they require grad.
+
+    Args:
+        param: ``(N, d)`` float32/float16/bfloat16 table, modified in place.
+        exp_avg, exp_avg_sq: ``(N, d)`` Adam moments of ``param`` (floating), modified in place.
+        idx: ``(B,)`` int64/int32 *distinct* row ids in ``[0, N)``.
+        grad: ``(B, d)`` floating gradient rows; ``grad[k]`` belongs to row ``idx[k]``.
+        step: the update's number (``≥ 1``; Adam's bias correction).
+        lr, beta1, beta2, eps: Adam's hyper-parameters.
+        project: renormalise the updated rows.
+        backend: ``"auto"``, ``"torch"`` or ``"triton"``.
+        check_indices: verify that ``idx`` is in range and repeats no row (one device sync on CUDA).
+
+    Returns:
+        ``param``.
+    """
+    param = _check_rows("param", param)
+    n, d = param.shape
+    for name, x in (("exp_avg", exp_avg), ("exp_avg_sq", exp_avg_sq)):
+        x = _check_rows(name, x)
+        if x.shape != param.shape:
+            raise ValueError(f"{name} must have param's shape {tuple(param.shape)}, got {tuple(x.shape)}")
+    idx = _check_index("idx", idx)
+    grad = _check_rows("grad", grad)
+    if grad.shape != (idx.shape[0], d):
+        raise ValueError(f"grad must have shape (len(idx), d) = ({idx.shape[0]}, {d}), got {tuple(grad.shape)}")
+    _check_same_device(param.device, exp_avg=exp_avg, exp_avg_sq=exp_avg_sq, idx=idx, grad=grad)
+    _check_hyper(step, lr, beta1, beta2, eps)
+    if check_indices:
+        _check_distinct(n, "idx", idx)
+    hyper = dict(step=step, lr=float(lr), beta1=float(beta1), beta2=float(beta2), eps=float(eps), project=bool(project))
+    if _resolve(backend, param.device, d, ()) == "torch":
+        return reference.adam_rows_(param, exp_avg, exp_avg_sq, idx, grad, **hyper)
+    from . import triton_project
+
+    step_size = float(lr) * math.sqrt(1.0 - float(beta2) ** step) / (1.0 - float(beta1) ** step)
+    run = triton_project.adam_rows_direct if _direct(param, exp_avg, exp_avg_sq, idx, grad) else triton_project.adam_rows_
+    with torch.no_grad():
+        run(param, exp_avg, exp_avg_sq, idx.contiguous(), grad, step_size, float(beta1), float(beta2), float(eps),
+            bool(project))
+    return param
+
+
 def class_index(labels: torch.Tensor, num_classes: int | None = None) -> ClassIndex:
     """Group the rows of a code table by class, once, for :func:`sample_codes`.
 

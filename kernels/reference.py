@@ -34,6 +34,8 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
+import math
+
 import torch
 
 from ._types import ClassIndex, SampledCodes
@@ -145,6 +147,60 @@ def project_rows_(codes: torch.Tensor, idx: torch.Tensor) -> torch.Tensor:
         rows = codes[idx].float()
         codes[idx] = _normalise(rows).to(codes.dtype)
     return codes
+
+
+def adam_rows_(
+    param: torch.Tensor,
+    exp_avg: torch.Tensor,
+    exp_avg_sq: torch.Tensor,
+    idx: torch.Tensor,
+    grad: torch.Tensor,
+    *,
+    step: int,
+    lr: float,
+    beta1: float,
+    beta2: float,
+    eps: float,
+    project: bool = True,
+) -> torch.Tensor:
+    """One lazy-Adam step on rows ``idx`` of a table, then (``project``) those rows renormalised.
+
+    Exactly :class:`torch.optim.SparseAdam`'s update for a gradient whose non-zero rows are ``idx``
+    with values ``grad`` (``step`` counts the table's updates, so the bias correction is global): for
+    every ``k``, with ``r = idx[k]``, ``g = grad[k]``,
+
+        m_r ← m_r + (1 − β₁)(g − m_r),   v_r ← v_r + (1 − β₂)(g² − v_r)
+        p_r ← p_r − lr·√(1 − β₂^step)/(1 − β₁^step) · m_r / (√v_r + eps)
+        p_r ← p_r / max(‖p_r‖, EPS)                                   (project)
+
+    Rows outside ``idx`` (parameter and both moments) are not touched. Math in float32, results
+    stored in each tensor's dtype. ``idx`` must not repeat a row. Records no autograd history.
+
+    Args:
+        param, exp_avg, exp_avg_sq: ``(N, d)`` floating tables, modified in place.
+        idx: ``(B,)`` distinct integer row ids in ``[0, N)``.
+        grad: ``(B, d)`` the gradient rows, ``grad[k]`` belonging to row ``idx[k]``.
+        step: the update's number, ``≥ 1``.
+        lr, beta1, beta2, eps: Adam's hyper-parameters.
+        project: renormalise the updated rows onto the unit sphere.
+
+    Returns:
+        ``param``.
+    """
+    with torch.no_grad():
+        g = grad.float()
+        m = exp_avg[idx].float()
+        v = exp_avg_sq[idx].float()
+        m = m + (g - m) * (1.0 - beta1)
+        v = v + (g * g - v) * (1.0 - beta2)
+        step_size = lr * math.sqrt(1.0 - beta2**step) / (1.0 - beta1**step)
+        p = param[idx].float() - step_size * (m / (v.sqrt() + eps))
+        if project:
+            p = _normalise(p)
+        exp_avg[idx] = m.to(exp_avg.dtype)
+        exp_avg_sq[idx] = v.to(exp_avg_sq.dtype)
+        param[idx] = p.to(param.dtype)
+    return param
 
 
 def class_index(labels: torch.Tensor, num_classes: int | None = None) -> ClassIndex:

@@ -12,9 +12,10 @@ class CodeTable(nn.Module):
     """N codes in R^d, one per training image, each of unit L2 norm.
 
     Lookups produce *sparse* gradients (only the rows of the batch), so an optimiser such as
-    :class:`torch.optim.SparseAdam` touches only those rows, and :meth:`project_` re-normalises just
-    the touched rows after each step (through the kernels dispatch: Triton on CUDA). The whole table
-    is never renormalised per step.
+    :class:`glico.latents.SphereRowAdam` (the fit's: lazy Adam fused with the projection) or
+    :class:`torch.optim.SparseAdam` touches only those rows; :meth:`project_` re-normalises just
+    given rows (through the kernels dispatch: Triton on CUDA). The whole table is never
+    renormalised per step.
 
     Args:
         codes: initial codes; they are normalised to unit norm.
