@@ -31,6 +31,8 @@ Classifier step, providers (weak 4-conv CNN; WideResNet-28-10 too at 32 px on CU
                      augmenter: on-device coin flips, partner draw and slerp, no host round trip);
     ``eager-glico``  the same with :class:`EagerAugment` below: partners and t drawn on the host per
                      example, slerp written out, a host round trip per batch.
+Each at ``precision="fp32"`` and at the default ``"auto"`` (bf16 autocast + channels_last on GPUs with
+bf16 tensor cores; on CPU only ``auto``, which is fp32 there).
 Timed as the difference between a long and a short ``train_classifier`` run (same set-up in both),
 divided by the difference in steps; a warm-up run first.
 
@@ -54,7 +56,7 @@ from glico import GLICO
 from glico.augment import GLICOAugmenter
 from glico.classifiers import WeakCNN
 from glico.classifiers.wide_resnet import WideResNet
-from glico.experiments.downstream import TrainConfig, train_classifier
+from glico.experiments.downstream import TrainConfig, resolve_precision, train_classifier
 from glico.experiments.policies import GLICOPolicy
 from glico.generators import DCGANGenerator
 from glico.losses import PerceptualLoss, PixelLoss
@@ -262,9 +264,13 @@ CLS_CASES = [pytest.param(c, *p.values, id=f"{c}-{p.id}") for c in CLASSIFIERS f
              if c == "weak" or p.values[1] == 32]  # WRN-28-10: the paper's CIFAR classifier, 32 px
 
 
+CLS_PRECISIONS = ("fp32", "auto") if CUDA else ("auto",)
+
+
+@pytest.mark.parametrize("precision", CLS_PRECISIONS)
 @pytest.mark.parametrize("provider", CLS_PROVIDERS)
 @pytest.mark.parametrize("classifier,batch,size", CLS_CASES)
-def test_classifier_step(record, provider, classifier, batch, size):
+def test_classifier_step(record, provider, classifier, batch, size, precision):
     images, labels = _data(batch, size)
     policy = _policy(provider, images, labels, size)
     torch.manual_seed(0)
@@ -272,7 +278,7 @@ def test_classifier_step(record, provider, classifier, batch, size):
     short, long = CLS_STEPS
 
     def run(steps: int) -> None:
-        cfg = TrainConfig(steps=steps, batch_size=batch, device=DEVICE, progress=False, seed=0)
+        cfg = TrainConfig(steps=steps, batch_size=batch, device=DEVICE, progress=False, seed=0, precision=precision)
         train_classifier(net, images, labels, cfg, policy=policy)
 
     run(short)  # warm-up
@@ -280,7 +286,7 @@ def test_classifier_step(record, provider, classifier, batch, size):
                for _ in range(REPEATS)]
     stats = summary_ms(samples)
     row = record(kind="classifier_step", provider=provider, classifier=classifier, B=batch, size=size,
-                 device=DEVICE, **stats, images_per_s=batch / (stats["ms_median"] * 1e-3))
+                 device=DEVICE, precision=precision, resolved_precision=resolve_precision(precision, DEVICE), **stats, images_per_s=batch / (stats["ms_median"] * 1e-3))
     assert math.isfinite(row["ms_median"])
 
 
@@ -304,12 +310,20 @@ def test_targets(record):
             rows.append(dict(target=f"fit step B={batch} {size}px: {provider} speed / eager (>= 3)",
                              value=eager["ms_median"] / lib["ms_median"]))
     for classifier in CLASSIFIERS:
-        plain = _find(kind="classifier_step", provider="plain", classifier=classifier, B=batch, size=size)
-        for provider in ("glico", "eager-glico"):
-            aug = _find(kind="classifier_step", provider=provider, classifier=classifier, B=batch, size=size)
-            if plain and aug and plain["ms_median"] > 0:
-                rows.append(dict(target=f"{classifier} step B={batch} {size}px: {provider} time / plain (<= 1.10)",
-                                 value=aug["ms_median"] / plain["ms_median"]))
+        for precision in CLS_PRECISIONS:
+            plain = _find(kind="classifier_step", provider="plain", classifier=classifier, B=batch, size=size,
+                          precision=precision)
+            for provider in ("glico", "eager-glico"):
+                aug = _find(kind="classifier_step", provider=provider, classifier=classifier, B=batch, size=size,
+                            precision=precision)
+                if plain and aug and plain["ms_median"] > 0:
+                    rows.append(dict(target=f"{classifier} step B={batch} {size}px {precision}: {provider} time / plain "
+                                            f"(<= 1.10)", value=aug["ms_median"] / plain["ms_median"]))
+        fp32 = _find(kind="classifier_step", provider="plain", classifier=classifier, B=batch, size=size, precision="fp32")
+        auto = _find(kind="classifier_step", provider="plain", classifier=classifier, B=batch, size=size, precision="auto")
+        if fp32 and auto and auto["ms_median"] > 0:
+            rows.append(dict(target=f"{classifier} step B={batch} {size}px: auto ({auto['resolved_precision']}) speed / "
+                                    f"fp32 (info)", value=fp32["ms_median"] / auto["ms_median"]))
     for row in rows:
         record(kind="target", **row)
     # Without CUDA the headline case does not run, so there is nothing to compare (by design).

@@ -34,6 +34,7 @@ from glico.experiments.evaluate import (
     GLICO_METHODS,
     _downstream_classifiers,
     _int_list,
+    add_precision_flag,
     aggregate,
     downstream_config,
     fit_glico,
@@ -42,6 +43,7 @@ from glico.experiments.evaluate import (
     steps_for,
     train_and_score,
 )
+from glico.experiments.downstream import resolve_precision
 from glico.experiments.policies import policy_names
 
 log = logging.getLogger(__name__)
@@ -359,6 +361,7 @@ def run_ablation(
     image_size: int | None = None,
     max_test: int | None = None,
     echo: Callable[[str], None] | None = None,
+    precision: str = "auto",
 ) -> dict:
     """Run an ablation: every variant on the same splits with the same budgets; mean ± STE over seeds.
 
@@ -389,6 +392,8 @@ def run_ablation(
         fit_batch_size: GLICO fit batch size.
         image_size: resize images (folders of mixed sizes, CUB).
         max_test: score on a fixed stratified subsample of the test set (also what Transductive adds).
+        precision: the downstream classifier's arithmetic: ``auto`` (bf16 autocast + channels_last on
+            GPUs with bf16 tensor cores, else fp32), ``fp32`` or ``bf16`` (CUDA only).
         echo: where progress lines go (default: the ``glico.experiments.ablations`` logger, INFO).
 
     Returns:
@@ -422,6 +427,7 @@ def run_ablation(
     if bad:
         raise ValueError(f"base_model: unknown field(s) {', '.join(bad)}; valid: {', '.join(valid)}")
     resolve_device(device)
+    resolved_precision = resolve_precision(precision, device)  # refuses bf16 off CUDA before any work
 
     if isinstance(data, Dataset):
         ds, data_spec = data, data.name
@@ -447,7 +453,8 @@ def run_ablation(
         for seed in seeds:
             train, _ = small_sample_split(ds.train, spc, seed)
             tcfg = downstream_config(train.images.shape[0], h, epochs=epochs, batch_size=batch_size, lr=lr,
-                                     weight_decay=weight_decay, flip=flip, seed=seed, device=device, progress=progress)
+                                     weight_decay=weight_decay, flip=flip, seed=seed, device=device, progress=progress,
+                                     precision=precision)
             fitted: dict[tuple, tuple[Any, dict]] = {}
             for i, v in enumerate(variants):
                 augmenter, fit_info = None, None
@@ -476,7 +483,8 @@ def run_ablation(
     settings = {"data": data_spec, "spcs": list(spcs), "seeds": list(seeds), "classifier": classifier,
                 "epochs": epochs, "fit_epochs": fit_epochs, "base_model": base, "device": device, "table": table,
                 "batch_size": batch_size, "lr": lr, "weight_decay": weight_decay, "glico_p": glico_p,
-                "fit_batch_size": fit_batch_size, "image_size": image_size, "max_test": max_test}
+                "fit_batch_size": fit_batch_size, "image_size": image_size, "max_test": max_test,
+                "precision": precision}
     results = {
         "glico_version": __version__,
         "table": table,
@@ -486,6 +494,7 @@ def run_ablation(
                       "spec": None if v.model is None else {**base, **v.model}} for v in variants],
         "recipe": {"steps_per_run": {str(s): steps_for(s * k, batch_size, epochs) for s in spcs},
                    "optimizer": "SGD, Nesterov momentum 0.9, step schedule x0.2 at 30/60/80 %",
+                   "precision": resolved_precision,
                    "standard_augmentation": f"random crop (pad {max(1, h // 8)})" + (" + horizontal flip" if flip else "")},
         "data": {"name": ds.name, "classes": k, "n_test": int(ds.test.images.shape[0]), "image_shape": [c, h, w]},
         "runs": runs,
@@ -591,6 +600,7 @@ def add_ablate_parser(sub, family_args: Callable[[argparse.ArgumentParser], None
     a.add_argument("--max-test", default=None, type=int,
                    help="score on a fixed stratified subsample of the test set (Transductive then adds only these)")
     a.add_argument("--device", default="cpu")
+    add_precision_flag(a)
     a.add_argument("--quiet", action="store_true")
     family_args(a)
     a.set_defaults(func=cmd_ablate)
@@ -618,7 +628,7 @@ def cmd_ablate(args) -> int:
         epochs=args.epochs, fit_epochs=args.fit_epochs, base_model=model_fields_from_args(args), device=args.device,
         out=Path(args.out), progress=not args.quiet, table=args.table, batch_size=args.batch_size or (16 if cub else 128),
         lr=args.lr or (0.001 if cub else 0.1), glico_p=args.glico_p, image_size=args.image_size,
-        max_test=args.max_test, echo=print,
+        max_test=args.max_test, echo=print, precision=args.precision,
     )
     print((Path(args.out) / "results.md").read_text())
     return 0

@@ -32,6 +32,13 @@ class TrainConfig:
         seed: seeds batch order and augmentation.
         device: where to train.
         progress: show a progress bar.
+        precision: ``"auto"`` (default): bf16 autocast on CUDA GPUs with bf16 tensor cores (compute
+            capability 8.0 and up), float32 elsewhere; ``"fp32"``: float32 always; ``"bf16"``: bf16
+            autocast (CUDA only). Autocast covers the classifier's forward pass; the loss, the
+            optimiser and the weights stay float32, and batch policies (GLICO's generator) run
+            outside it.
+        channels_last: channels-last memory format for the classifier and its batches; ``None``
+            (default) follows the precision (on with bf16, where convolutions gain from it).
     """
 
     steps: int = 2000
@@ -47,10 +54,41 @@ class TrainConfig:
     seed: int = 0
     device: str = "cpu"
     progress: bool = True
+    precision: str = "auto"
+    channels_last: bool | None = None
 
     def __post_init__(self) -> None:
         if self.steps < 1 or self.batch_size < 1 or self.lr <= 0:
             raise ValueError(f"steps, batch_size and lr must be positive; got {self.steps}, {self.batch_size}, {self.lr}")
+        if self.precision not in PRECISIONS:
+            raise ValueError(f"precision must be one of {', '.join(PRECISIONS)}; got {self.precision!r}")
+
+
+PRECISIONS = ("auto", "fp32", "bf16")
+
+
+def _bf16_fast(device: torch.device) -> bool:
+    """CUDA with bf16 tensor cores (Ampere, compute capability 8.0, and later)."""
+    if device.type != "cuda" or not torch.cuda.is_available():
+        return False
+    return torch.cuda.get_device_capability(device)[0] >= 8
+
+
+def resolve_precision(precision: str, device: str | torch.device) -> str:
+    """``"bf16"`` or ``"fp32"``: what ``precision`` (``auto`` / ``fp32`` / ``bf16``) means on ``device``.
+
+    Raises:
+        ValueError: an unknown name, or ``bf16`` on a device other than CUDA.
+    """
+    dev = torch.device(device)
+    if precision not in PRECISIONS:
+        raise ValueError(f"precision must be one of {', '.join(PRECISIONS)}; got {precision!r}")
+    if precision == "auto":
+        return "bf16" if _bf16_fast(dev) else "fp32"
+    if precision == "bf16" and dev.type != "cuda":
+        raise ValueError(f"precision 'bf16' (autocast) is supported on CUDA devices only; this run is on {dev}. "
+                         f"Use 'fp32' or 'auto' there")
+    return precision
 
 
 def train_classifier(
@@ -71,7 +109,10 @@ def train_classifier(
     check_images(images)
     labels = check_labels(labels, images.shape[0])
     dev = torch.device(config.device)
-    classifier.to(dev).train()
+    bf16 = resolve_precision(config.precision, dev) == "bf16"
+    channels_last = bf16 if config.channels_last is None else config.channels_last
+    fmt = torch.channels_last if channels_last else torch.contiguous_format
+    classifier.to(dev, memory_format=fmt).train()
     x, y = images.to(dev), labels.to(dev)
     n = x.shape[0]
     batch = min(config.batch_size, n)
@@ -93,13 +134,15 @@ def train_classifier(
         xb, tb = x[idx], y[idx]
         if policy is not None:
             xb, tb = policy(xb, tb, idx)
-        xb = random_crop_flip(xb, config.crop_pad, config.flip, g_dev)
-        loss = soft_cross_entropy(classifier(xb), tb)
+        xb = random_crop_flip(xb, config.crop_pad, config.flip, g_dev).contiguous(memory_format=fmt)
+        with torch.autocast(dev.type, dtype=torch.bfloat16, enabled=bf16):
+            logits = classifier(xb)
+        loss = soft_cross_entropy(logits.float(), tb)
         opt.zero_grad(set_to_none=True)
         loss.backward()
         opt.step()
         sched.step()
-    classifier.eval()
+    classifier.to(memory_format=torch.contiguous_format).eval()
     return classifier
 
 

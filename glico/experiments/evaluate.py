@@ -22,7 +22,7 @@ import torch
 from torch import nn
 
 from glico import __version__
-from glico.experiments.downstream import TrainConfig, evaluate, steps_for, train_classifier
+from glico.experiments.downstream import PRECISIONS, TrainConfig, evaluate, resolve_precision, steps_for, train_classifier
 from glico.experiments.policies import build_policy, policy_names
 
 log = logging.getLogger(__name__)
@@ -63,6 +63,8 @@ class EvaluateConfig:
         image_size: resize images (needed for folders of mixed sizes and for CUB).
         max_test: evaluate on a fixed stratified subsample of the test set (None: all of it).
         device: where to train.
+        precision: the downstream classifier's arithmetic (:class:`glico.experiments.downstream.TrainConfig`):
+            ``auto`` (bf16 autocast on GPUs with bf16 tensor cores, else fp32), ``fp32``, ``bf16``.
     """
 
     data: str
@@ -81,6 +83,7 @@ class EvaluateConfig:
     image_size: int | None = None
     max_test: int | None = None
     device: str = "cpu"
+    precision: str = "auto"
 
     def __post_init__(self) -> None:
         valid = policy_names()
@@ -112,6 +115,7 @@ def run_evaluation(cfg: EvaluateConfig, out: Path, progress: bool = True, echo: 
     from glico.training import resolve_device
 
     resolve_device(cfg.device)
+    precision = resolve_precision(cfg.precision, cfg.device)  # refuses bf16 off CUDA before any work
     out.mkdir(parents=True, exist_ok=True)
     data = load_data(cfg.data, image_size=cfg.image_size, max_test=cfg.max_test)
     c, h, w = data.train.images.shape[1:]
@@ -130,7 +134,7 @@ def run_evaluation(cfg: EvaluateConfig, out: Path, progress: bool = True, echo: 
             train, chosen = small_sample_split(data.train, spc, seed)
             tcfg = downstream_config(train.images.shape[0], h, epochs=cfg.epochs, batch_size=cfg.batch_size, lr=cfg.lr,
                                      weight_decay=cfg.weight_decay, flip=flip, seed=seed, device=cfg.device,
-                                     progress=progress)
+                                     progress=progress, precision=cfg.precision)
             augmenter = None
             fit_info: dict[str, Any] = {}
             if needs_glico:
@@ -154,6 +158,7 @@ def run_evaluation(cfg: EvaluateConfig, out: Path, progress: bool = True, echo: 
         "config": {**asdict(cfg), "spcs": list(cfg.spcs), "seeds": list(cfg.seeds), "methods": list(cfg.methods)},
         "recipe": {"steps_per_run": {str(s): steps_for(s * k, cfg.batch_size, cfg.epochs) for s in cfg.spcs},
                    "optimizer": "SGD, Nesterov momentum 0.9, step schedule x0.2 at 30/60/80 %",
+                   "precision": precision,
                    "standard_augmentation": f"random crop (pad {max(1, h // 8)})" + (" + horizontal flip" if flip else "")},
         "data": {"name": data.name, "classes": k, "n_test": int(data.test.images.shape[0]), "image_shape": [c, h, w]},
         "runs": runs,
@@ -169,12 +174,12 @@ def run_evaluation(cfg: EvaluateConfig, out: Path, progress: bool = True, echo: 
 
 # ------------------------------------------------------------------ one split (shared with glico ablate)
 def downstream_config(n_train: int, image_size: int, *, epochs: int, batch_size: int, lr: float, weight_decay: float,
-                      flip: bool, seed: int, device: str, progress: bool) -> TrainConfig:
+                      flip: bool, seed: int, device: str, progress: bool, precision: str = "auto") -> TrainConfig:
     """The downstream recipe for one split: the same budget (:func:`steps_for`) for every method compared,
     batch capped at the split's size, random-crop padding of 1/8 of the image side."""
     return TrainConfig(steps=steps_for(n_train, batch_size, epochs), batch_size=min(batch_size, n_train), lr=lr,
                        weight_decay=weight_decay, crop_pad=max(1, image_size // 8), flip=flip, seed=seed,
-                       device=device, progress=progress)
+                       device=device, progress=progress, precision=precision)
 
 
 def fit_glico(model: Mapping[str, Any], train, *, seed: int, epochs: int, batch_size: int = 128, device: str = "cpu",
@@ -347,6 +352,7 @@ def add_evaluate_parser(sub, family_args: Callable[[argparse.ArgumentParser], No
     e.add_argument("--image-size", default=None, type=int)
     e.add_argument("--max-test", default=None, type=int, help="evaluate on a fixed stratified subsample of the test set")
     e.add_argument("--device", default="cpu")
+    add_precision_flag(e)
     e.add_argument("--quiet", action="store_true")
     family_args(e)
     e.set_defaults(func=cmd_evaluate)
@@ -365,6 +371,13 @@ def model_fields_from_args(args) -> dict[str, Any]:
     return fields
 
 
+def add_precision_flag(parser: argparse.ArgumentParser) -> None:
+    """``--precision`` of the downstream classifier (evaluate, ablate)."""
+    parser.add_argument("--precision", default="auto", choices=list(PRECISIONS),
+                        help="downstream classifier arithmetic: auto = bf16 autocast + channels_last on GPUs with "
+                             "bf16 tensor cores (Ampere and later), fp32 elsewhere (default); fp32; bf16 (CUDA only)")
+
+
 def cmd_evaluate(args) -> int:
     cub = args.data.startswith("cub:")
     model = model_fields_from_args(args)
@@ -372,7 +385,7 @@ def cmd_evaluate(args) -> int:
         data=args.data, spcs=args.spc, seeds=args.seeds, methods=args.methods, classifier=args.classifier,
         epochs=args.epochs, batch_size=args.batch_size or (16 if cub else 128), lr=args.lr or (0.001 if cub else 0.1),
         glico_p=args.glico_p, fit_epochs=args.fit_epochs, model=model, image_size=args.image_size,
-        max_test=args.max_test, device=args.device,
+        max_test=args.max_test, device=args.device, precision=args.precision,
     )
     run_evaluation(cfg, Path(args.out), progress=not args.quiet)
     return 0
