@@ -118,6 +118,13 @@ def _triton_importable() -> bool:
     return True
 
 
+@lru_cache(maxsize=1)
+def _interpreting() -> bool:
+    from .triton_common import interpreting
+
+    return interpreting()
+
+
 def _needs_grad(*tensors: torch.Tensor | None) -> bool:
     return torch.is_grad_enabled() and any(x is not None and x.requires_grad for x in tensors)
 
@@ -141,9 +148,7 @@ def _resolve(backend: object, device: torch.device, d: int, grad_inputs: Sequenc
         raise ValueError(f"backend='triton' takes rows of at most d = {MAX_D}, got d = {d}; use backend='torch'")
     if not _triton_importable():
         raise RuntimeError("backend='triton' needs the triton package, which is not installed; use backend='torch'")
-    from .triton_common import interpreting
-
-    if device.type == "cpu" and not interpreting():
+    if device.type == "cpu" and not _interpreting():
         raise RuntimeError(
             "backend='triton' got CPU tensors but Triton's interpreter is off: move the tensors to CUDA, or set "
             "TRITON_INTERPRET=1 before triton is first imported, or use backend='torch'"

@@ -4,6 +4,8 @@
 All arithmetic is float32: tiles are loaded in their storage dtype and cast to float32 at once
 (the interpreter cannot do bfloat16 arithmetic, and float32 is the reference's precision anyway).
 """
+from functools import lru_cache
+
 import torch
 import triton
 import triton.language as tl
@@ -141,13 +143,31 @@ def atan2(y: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
     out = torch.empty_like(y32)
     n = y32.numel()
     block = 1 << 16 if interpreting() else 1024
-    _atan2_kernel[(triton.cdiv(n, block),)](y32, x32, out, n, BLOCK=block)
+    _atan2_kernel[(cdiv(n, block),)](y32, x32, out, n, BLOCK=block)
     return out.reshape(y.shape)
+
+
+_INTERPRETING = type(_atan2_kernel).__name__ == "InterpretedFunction"
 
 
 def interpreting() -> bool:
     """Whether the kernels were built by Triton's interpreter (``TRITON_INTERPRET=1`` at import)."""
-    return type(_atan2_kernel).__name__ == "InterpretedFunction"
+    return _INTERPRETING
+
+
+# Host-side integer helpers in plain Python: in Triton 3.8 ``triton.cdiv`` and
+# ``triton.next_power_of_2`` are constexpr functions whose host calls cost microseconds each
+# (measured on the CPU box), a noticeable share of a launch at the training batch. ``cdiv`` also
+# works on torch SymInts (compile traces a symbolic batch).
+def cdiv(n, block: int):
+    """``ceil(n / block)`` for ``n ≥ 0``."""
+    return (n + block - 1) // block
+
+
+def next_pow2(n: int) -> int:
+    """The smallest power of two ``≥ n`` (1 for ``n ≤ 1``)."""
+    n = int(n)
+    return 1 << (n - 1).bit_length() if n > 1 else 1
 
 
 def launchable(kernel):
@@ -169,10 +189,16 @@ def row_block(d: int, rows: int, elem_bytes: int = 4) -> tuple[int, int, int]:
     ``torch.compile`` traces a symbolic batch. Under the interpreter each program costs about a
     millisecond whatever its size, so a launch uses few, large programs.
     """
-    block_d = max(triton.next_power_of_2(d), 2)
-    if interpreting():
-        block_b = min(triton.next_power_of_2(max(int(rows), 1)), max(1, (1 << 16) // block_d))
+    if _INTERPRETING:
+        block_d = max(next_pow2(d), 2)
+        block_b = min(next_pow2(max(int(rows), 1)), max(1, (1 << 16) // block_d))
         return block_b, block_d, 4
+    return _gpu_block(d)
+
+
+@lru_cache(maxsize=1024)
+def _gpu_block(d: int) -> tuple[int, int, int]:
+    block_d = max(next_pow2(d), 2)
     block_b = max(1, min(64, 1024 // block_d))
     num_warps = 4 if block_d <= 4096 else 8
     return block_b, block_d, num_warps

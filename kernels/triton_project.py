@@ -19,7 +19,7 @@ import triton
 import triton.language as tl
 from torch.library import triton_op
 
-from .triton_common import EPS, launchable, row_block
+from .triton_common import EPS, cdiv, launchable, row_block
 
 
 @triton.jit
@@ -52,7 +52,7 @@ def _project(codes: torch.Tensor, idx: torch.Tensor, traced: bool) -> None:
         return
     d = codes.shape[1]
     block_b, block_d, num_warps = row_block(d, n_idx, codes.element_size())
-    (launchable(_project_rows_kernel) if traced else _project_rows_kernel)[(triton.cdiv(n_idx, block_b),)](
+    (launchable(_project_rows_kernel) if traced else _project_rows_kernel)[(cdiv(n_idx, block_b),)](
         codes,
         idx,
         n_idx,
@@ -138,7 +138,7 @@ def _adam(param, exp_avg, exp_avg_sq, idx, grad, step_size: float, beta1: float,
         return
     d = param.shape[1]
     block_b, block_d, num_warps = row_block(d, n_idx, param.element_size())
-    (launchable(_adam_rows_kernel) if traced else _adam_rows_kernel)[(triton.cdiv(n_idx, block_b),)](
+    (launchable(_adam_rows_kernel) if traced else _adam_rows_kernel)[(cdiv(n_idx, block_b),)](
         param,
         exp_avg,
         exp_avg_sq,

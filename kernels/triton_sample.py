@@ -27,7 +27,7 @@ import triton
 import triton.language as tl
 from torch.library import triton_op
 
-from .triton_common import launchable, row_block, slerp_tile
+from .triton_common import cdiv, launchable, next_pow2, row_block, slerp_tile
 
 
 @triton.jit(do_not_specialize=["seed"])
@@ -116,7 +116,7 @@ def _sample_kernel(
 
 
 def _noise_block(noise_dim: int) -> int:
-    return max(triton.next_power_of_2(max(noise_dim, 1)), 2)
+    return max(next_pow2(max(noise_dim, 1)), 2)
 
 
 def _sample(
@@ -138,7 +138,7 @@ def _sample(
     if n_rows == 0:
         return out, partners, t
     block_b, block_d, num_warps = row_block(d, n_rows, codes.element_size())
-    (launchable(_sample_kernel) if traced else _sample_kernel)[(triton.cdiv(n_rows, block_b),)](
+    (launchable(_sample_kernel) if traced else _sample_kernel)[(cdiv(n_rows, block_b),)](
         codes, idx, order, offsets, labels, t_values, idx, t_values, t_values, out, partners, t,
         seed, sigma, 0.0, n_rows, d, noise_dim, t_values.shape[0],
         codes.stride(0), codes.stride(1), 0, 0, 0, out.stride(0),
@@ -163,7 +163,7 @@ def _explicit(
     if n_rows == 0:
         return out
     block_b, block_d, num_warps = row_block(d, n_rows, codes.element_size())
-    (launchable(_sample_kernel) if traced else _sample_kernel)[(triton.cdiv(n_rows, block_b),)](
+    (launchable(_sample_kernel) if traced else _sample_kernel)[(cdiv(n_rows, block_b),)](
         codes, idx, idx, idx, idx, codes, partners,
         t if t is not None else codes, eps if eps is not None else codes, out, idx, codes,
         0, 1.0, t_scalar, n_rows, d, noise_dim, 1,

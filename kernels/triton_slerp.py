@@ -17,7 +17,7 @@ import triton
 import triton.language as tl
 from torch.library import triton_op
 
-from .triton_common import launchable, row_block, slerp_tile
+from .triton_common import cdiv, launchable, row_block, slerp_tile
 
 
 @triton.jit
@@ -84,7 +84,7 @@ def _launch(
         return out
     block_b, block_d, num_warps = row_block(d, n_rows, a.element_size())
     gather = ia is not None
-    (launchable(_slerp_kernel) if traced else _slerp_kernel)[(triton.cdiv(n_rows, block_b),)](
+    (launchable(_slerp_kernel) if traced else _slerp_kernel)[(cdiv(n_rows, block_b),)](
         a,
         b,
         ia if gather else a,

@@ -124,9 +124,7 @@ def test_auto_uses_the_reference_for_cpu_and_for_autograd():
 
 @requires_triton
 def test_triton_on_cpu_without_the_interpreter_says_how_to_fix_it(monkeypatch):
-    import kernels.triton_common as common
-
-    monkeypatch.setattr(common, "interpreting", lambda: False)
+    monkeypatch.setattr(_dispatch, "_interpreting", lambda: False)
     with pytest.raises(RuntimeError, match="TRITON_INTERPRET=1"):
         kernels.slerp(A, B, 0.5, backend="triton")
 
@@ -195,3 +193,16 @@ def test_registered_ops_match_the_direct_launches():
     ops.project_rows_(via_op, idx)
     triton_project.project_rows_direct(direct, idx)
     assert torch.equal(via_op, direct)
+
+
+@requires_triton
+def test_host_integer_helpers_match_triton_and_the_definition():
+    import triton
+
+    from kernels.triton_common import cdiv, next_pow2
+
+    for n in list(range(0, 70)) + [1023, 1024, 1025, (1 << 20) + 1]:
+        p = next_pow2(n)
+        assert p == max(1, triton.next_power_of_2(n)) and p >= max(n, 1) and p & (p - 1) == 0 and (p == 1 or p // 2 < n)
+        for block in (1, 2, 64, 1024):
+            assert cdiv(n, block) == triton.cdiv(n, block) == -(-n // block)
