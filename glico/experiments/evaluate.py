@@ -297,6 +297,8 @@ def plot_results(summary: list[dict], path: Path, title: str, key: str = "method
             ax.errorbar([r["spc"] for r in rs], [r["top1"] for r in rs], yerr=[r["top1_ste"] for r in rs],
                         marker="o", capsize=3, label=m)
         ax.set(xlabel="samples per class", xscale="log")
+        ax.set_xticks(spcs, [str(n) for n in spcs])  # the SPCs themselves, not powers of ten
+        ax.minorticks_off()
         ax.legend(fontsize=8)
     else:
         rs = [next(r for r in summary if r[key] == m) for m in methods]
