@@ -20,6 +20,7 @@ Fit step, providers (images/s = batch / time per step):
     ``glico-nocache``  the same with ``cache_targets=False`` (CUDA only).
     ``glico-bf16-cl``  with ``autocast_dtype=torch.bfloat16, channels_last=True`` (CUDA only).
     ``glico-compile``  with ``compile=True`` (CUDA only; a warm-up fit compiles first).
+    ``glico-compile-ro`` with ``compile="reduce-overhead"`` (CUDA graphs of the compiled pieces; CUDA only).
 The library's step time is taken inside one ``fit``: the time between two log points (each reads the
 losses on the host, a sync) divided by the steps between them; the steps before the first log point
 (warm-up, compilation) and the set-up (code init, target cache, data hash) are not timed. The eager
@@ -71,7 +72,7 @@ HEADLINE = (128, 32)  # batch, image size of the issue's targets
 
 if CUDA:
     CASES = [pytest.param(b, s, id=f"B{b}-{s}px") for b in (128, 512) for s in (32, 64)]
-    FIT_PROVIDERS = ("eager", "glico", "glico-nocache", "glico-bf16-cl", "glico-compile")
+    FIT_PROVIDERS = ("eager", "glico", "glico-nocache", "glico-bf16-cl", "glico-compile", "glico-compile-ro")
     CLASSIFIERS = ("weak", "wrn-28-10")
     IMAGES_PER_BATCH = 4  # training-set size = 4 batches
     FIT_EPOCHS, FIT_LOG_EVERY = 20, 10  # 80 steps; 7 timed intervals of 10 steps after the first log
@@ -178,6 +179,7 @@ def _fit_config(provider: str, batch: int, epochs: int, log_every: int) -> FitCo
         "glico-nocache": {"cache_targets": False},
         "glico-bf16-cl": {"cache_targets": True, "autocast_dtype": torch.bfloat16, "channels_last": True},
         "glico-compile": {"cache_targets": True, "compile": True},
+        "glico-compile-ro": {"cache_targets": True, "compile": "reduce-overhead"},
     }[provider]
     return FitConfig(epochs=epochs, batch_size=batch, device=DEVICE, progress=False, handle_signals=False,
                      checkpoint=None, log_every=log_every, **extra)

@@ -229,3 +229,21 @@ def test_compiled_fit_matches_eager_and_is_undone(monkeypatch):
     assert sorted(compiled) == sorted(["DCGANGenerator.forward", "WeakCNN.forward", "PixelLoss.forward_prepared"])
     assert len(totals[0]) == 3
     torch.testing.assert_close(totals[1], totals[0], **TOL)
+
+
+def test_compile_mode_is_passed_to_torch_compile_and_bad_modes_are_refused(monkeypatch):
+    # No compilation here (the spy returns the eager function): only that the mode reaches torch.compile.
+    modes = []
+
+    def spy(fn, **kw):
+        modes.append(kw.get("mode"))
+        return fn
+
+    monkeypatch.setattr(torch, "compile", spy)
+    x, y = _data()
+    for comp, want in ((True, "default"), ("reduce-overhead", "reduce-overhead")):
+        modes.clear()
+        fit(_model("pixel"), x, y, config=_config(epochs=1, compile=comp))
+        assert modes == [want] * 3
+    with pytest.raises(ValueError, match=r"compile must be True/False or a torch.compile mode \(default, reduce-overhead"):
+        FitConfig(compile="fast")
