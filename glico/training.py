@@ -287,7 +287,8 @@ def fit(
         params += list(model.classifier.parameters())
     opt = torch.optim.Adam(params, lr=config.lr, betas=config.betas)
     # Lazy Adam on the batch's rows fused with their projection (one launch on CUDA, no host sync).
-    opt_codes = SphereRowAdam([model.codes.weight], lr=config.lr_codes, betas=config.betas)
+    # A batch is a slice of a permutation, looked up once: its rows are distinct, so no coalesce (no sync).
+    opt_codes = SphereRowAdam([model.codes.weight], lr=config.lr_codes, betas=config.betas, distinct_rows=True)
     scheds = []
     if config.cosine:
         scheds = [torch.optim.lr_scheduler.CosineAnnealingLR(o, total_steps) for o in (opt, opt_codes)]

@@ -304,15 +304,20 @@ def _check_distinct(n_rows: int, name: str, idx: torch.Tensor) -> None:
 
 
 def _check_hyper(step: object, lr: object, beta1: object, beta2: object, eps: object) -> None:
-    if isinstance(step, bool) or not isinstance(step, int) or step < 1:
-        raise ValueError(f"step must be an int >= 1 (the update's number, for the bias correction), got {step!r}")
+    if isinstance(step, bool) or not isinstance(step, int):
+        raise TypeError(f"step must be an int (the update's number, >= 1, for the bias correction), got "
+                        f"{type(step).__name__}")
+    if step < 1:
+        raise ValueError(f"step must be >= 1 (the update's number, for the bias correction), got {step}")
     for name, value, ok, accepted in (
         ("lr", lr, lambda x: x >= 0, ">= 0"),
         ("beta1", beta1, lambda x: 0 <= x < 1, "in [0, 1)"),
         ("beta2", beta2, lambda x: 0 <= x < 1, "in [0, 1)"),
         ("eps", eps, lambda x: x > 0, "> 0"),
     ):
-        if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value) or not ok(value):
+        if isinstance(value, bool) or not isinstance(value, (int, float)):
+            raise TypeError(f"{name} must be a python number, got {type(value).__name__}")
+        if not math.isfinite(value) or not ok(value):
             raise ValueError(f"{name} must be a finite number {accepted}, got {value!r}")
 
 
@@ -334,8 +339,9 @@ def adam_rows_(
 ) -> torch.Tensor:
     """A lazy-Adam step on rows ``idx`` of a table fused with their projection onto the unit sphere.
 
-    The update is :class:`torch.optim.SparseAdam`'s for a gradient whose non-zero rows are ``idx``
-    (see ``kernels.reference.adam_rows_``), followed when ``project`` by :func:`project_rows_` of
+    The update is :class:`torch.optim.SparseAdam`'s (to float32 rounding) for a gradient whose
+    non-zero rows are ``idx`` (see ``kernels.reference.adam_rows_``), followed when ``project`` by
+    :func:`project_rows_` of
     those rows: one launch on CUDA, no device synchronisation. Rows outside ``idx`` are not read or
     written. Like :func:`project_rows_` it is an optimiser update: no autograd history on any
     backend, and ``"auto"`` picks Triton for CUDA tables whether or not they require grad.

@@ -165,7 +165,7 @@ def adam_rows_(
 ) -> torch.Tensor:
     """One lazy-Adam step on rows ``idx`` of a table, then (``project``) those rows renormalised.
 
-    Exactly :class:`torch.optim.SparseAdam`'s update for a gradient whose non-zero rows are ``idx``
+    :class:`torch.optim.SparseAdam`'s update (to float32 rounding) for a gradient whose non-zero rows are ``idx``
     with values ``grad`` (``step`` counts the table's updates, so the bias correction is global): for
     every ``k``, with ``r = idx[k]``, ``g = grad[k]``,
 

@@ -193,7 +193,7 @@ def row_block(d: int, rows: int, elem_bytes: int = 4) -> tuple[int, int, int]:
         block_d = max(next_pow2(d), 2)
         block_b = min(next_pow2(max(int(rows), 1)), max(1, (1 << 16) // block_d))
         return block_b, block_d, 4
-    return _gpu_block(d)
+    return _gpu_block(int(d))  # BLOCK_D is a compile-time constant anyway; int() also unwraps a SymInt
 
 
 @lru_cache(maxsize=1024)

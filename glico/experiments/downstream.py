@@ -101,7 +101,9 @@ def train_classifier(
 ) -> nn.Module:
     """Train ``classifier`` with cross-entropy, SGD + Nesterov, a step (or cosine) schedule, standard crop/flip,
     and, if given, ``policy`` applied to each batch ``(images, labels, idx) -> (images, targets)``
-    before the standard augmentation (targets may be soft, as MixUp and CutMix make them).
+    before the standard augmentation (targets may be soft, as MixUp and CutMix make them). The
+    classifier is trained in place and returned in eval mode and the default (contiguous) memory
+    format, whatever ``config.channels_last`` was — also when training is interrupted.
 
     Shape:
         images (N, C, H, W) in [0, 1], labels (N,)
@@ -126,23 +128,26 @@ def train_classifier(
     g_host = torch.Generator().manual_seed(config.seed)
     g_dev = torch.Generator(device=dev).manual_seed(config.seed + 7)
     perm, pos = torch.randperm(n, generator=g_host).to(dev), 0
-    for _ in tqdm(range(config.steps), desc=desc, unit="step", disable=not config.progress, leave=False):
-        if pos + batch > n:
-            perm, pos = torch.randperm(n, generator=g_host).to(dev), 0
-        idx = perm[pos : pos + batch]
-        pos += batch
-        xb, tb = x[idx], y[idx]
-        if policy is not None:
-            xb, tb = policy(xb, tb, idx)
-        xb = random_crop_flip(xb, config.crop_pad, config.flip, g_dev).contiguous(memory_format=fmt)
-        with torch.autocast(dev.type, dtype=torch.bfloat16, enabled=bf16):
-            logits = classifier(xb)
-        loss = soft_cross_entropy(logits.float(), tb)
-        opt.zero_grad(set_to_none=True)
-        loss.backward()
-        opt.step()
-        sched.step()
-    classifier.to(memory_format=torch.contiguous_format).eval()
+    try:
+        for _ in tqdm(range(config.steps), desc=desc, unit="step", disable=not config.progress, leave=False):
+            if pos + batch > n:
+                perm, pos = torch.randperm(n, generator=g_host).to(dev), 0
+            idx = perm[pos : pos + batch]
+            pos += batch
+            xb, tb = x[idx], y[idx]
+            if policy is not None:
+                xb, tb = policy(xb, tb, idx)
+            xb = random_crop_flip(xb, config.crop_pad, config.flip, g_dev).contiguous(memory_format=fmt)
+            with torch.autocast(dev.type, dtype=torch.bfloat16, enabled=bf16):
+                logits = classifier(xb)
+            loss = soft_cross_entropy(logits.float(), tb)
+            opt.zero_grad(set_to_none=True)
+            loss.backward()
+            opt.step()
+            sched.step()
+    finally:
+        # Handed back (also after an interruption) in the default layout, in eval mode.
+        classifier.to(memory_format=torch.contiguous_format).eval()
     return classifier
 
 

@@ -9,8 +9,9 @@ merging the pieces gives the table the single command would have written.
     glico ablate --table 2 ... --seeds 1,2 --out abl/s12
     glico merge abl/s0 abl/s12 --out abl/all
 
-The pieces must agree on everything but the seeds, the SPCs, the variants (methods) and the device;
-a (spc, seed, variant) that two pieces both ran is refused rather than silently picked.
+The pieces must agree on everything but the seeds, the SPCs, the variants (methods) and the device,
+and together cover the whole grid (every variant for every spc and seed); a (spc, seed, variant) that
+two pieces both ran is refused rather than silently picked.
 """
 from __future__ import annotations
 
@@ -63,11 +64,14 @@ def merge_results(inputs: Sequence[str | Path], out: str | Path | None = None) -
 
     Returns:
         The merged results, laid out as the single command would have written them, plus
-        ``merged_from`` (the input files) and ``devices`` (where the pieces ran).
+        ``merged_from`` (the input files); the device setting lists every device the pieces ran on
+        (``"cuda,cpu"``).
 
     Raises:
-        ValueError: fewer than two inputs, inputs of different commands, settings that differ in
-            anything but seeds / SPCs / variants (methods) / device, or a run present twice.
+        ValueError: fewer than two inputs, inputs of different commands, settings (or the resolved
+            recipe, e.g. the precision) that differ in anything but seeds / SPCs / variants (methods)
+            / device, a run present twice, or a grid with holes (some variant not run for some
+            spc and seed).
     """
     if len(inputs) < 2:
         raise ValueError(f"give at least two results to merge; got {len(inputs)}")
@@ -92,6 +96,8 @@ def merge_results(inputs: Sequence[str | Path], out: str | Path | None = None) -
         else:
             problems += _differences(first["config"], r["config"], _FREE_EVALUATE)
         problems += [f"data.{d}" for d in _differences(first["data"], r["data"], set())]
+        # The recipe as resolved on each machine (e.g. precision 'auto' is bf16 on some GPUs, fp32 elsewhere).
+        problems += [f"recipe.{d}" for d in _differences(first.get("recipe", {}), r.get("recipe", {}), {"steps_per_run"})]
         if problems:
             raise ValueError(f"{p} was run with other settings than {first_path}, so their numbers do not belong in "
                              f"one table; differing: " + "; ".join(problems))
@@ -109,6 +115,11 @@ def merge_results(inputs: Sequence[str | Path], out: str | Path | None = None) -
     runs.sort(key=lambda x: (x["spc"], x["seed"], order.index(x[key])))
     spcs = sorted({x["spc"] for x in runs})
     seeds = sorted({x["seed"] for x in runs})
+    missing = [(n, sd, name) for n in spcs for sd in seeds for name in order if (n, sd, name) not in seen]
+    if missing:
+        listed = "; ".join(f"spc {n}, seed {sd}, {name!r}" for n, sd, name in missing[:6])
+        raise ValueError(f"the pieces leave {len(missing)} run(s) of the grid out ({listed}{' ...' if len(missing) > 6 else ''}); "
+                         f"a table needs every {key} for every spc and seed — run those and merge again")
     merged = _merge_ablate(loaded, runs, order, spcs, seeds) if kind == "ablate" else \
         _merge_evaluate(loaded, runs, order, spcs, seeds)
     merged["merged_from"] = [str(p) for p, _ in loaded]

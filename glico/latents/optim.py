@@ -16,14 +16,14 @@ class SphereRowAdam(torch.optim.Optimizer):
     with ``project=True`` those rows are then renormalised — all in one call of
     :func:`kernels.adam_rows_` (one Triton launch on CUDA). SparseAdam followed by a projection costs
     about fifteen small kernels and, through ``coalesce``, a host–device synchronisation per step;
-    this costs one launch and no synchronisation.
+    this costs one launch, and no synchronisation with ``distinct_rows=True``.
 
-    The gradient must be sparse, as :class:`glico.latents.CodeTable` (``F.embedding(...,
-    sparse=True)``) produces. With ``distinct_rows=True`` (the fit loop: a batch is a slice of a
-    permutation, looked up once) its row ids are taken as they are, without coalescing; a gradient
-    that does repeat a row is then detected by the rows' ids only where the caller checks — pass
-    ``distinct_rows=False`` when one table row can be looked up twice per step (then the gradient
-    is coalesced first, which synchronises on CUDA).
+    The gradient must be row-sparse, as :class:`glico.latents.CodeTable` (``F.embedding(...,
+    sparse=True)``) produces. By default it is coalesced first (repeated rows summed, as SparseAdam
+    does), which synchronises host and device on CUDA. ``distinct_rows=True`` skips that and takes
+    the gradient's row ids as they are: only for callers that know no row appears twice in a step,
+    such as the fit loop (a batch is a slice of a permutation, looked up once). With a repeated row
+    it would be wrong, silently (the row would get one of its updates, not their sum).
 
     The state (``step``, ``exp_avg``, ``exp_avg_sq``) has SparseAdam's names and shapes, so either
     optimiser's ``state_dict`` loads into the other.
@@ -34,11 +34,11 @@ class SphereRowAdam(torch.optim.Optimizer):
         betas: Adam's ``(β₁, β₂)``.
         eps: Adam's ε.
         project: renormalise the updated rows onto the unit sphere.
-        distinct_rows: the sparse gradient never names a row twice (see above).
+        distinct_rows: the sparse gradient never names a row twice (see above); default False.
     """
 
     def __init__(self, params: Iterable[torch.Tensor], lr: float = 1e-2, betas: tuple[float, float] = (0.9, 0.999),
-                 eps: float = 1e-8, project: bool = True, distinct_rows: bool = True) -> None:
+                 eps: float = 1e-8, project: bool = True, distinct_rows: bool = False) -> None:
         if not 0.0 <= lr:
             raise ValueError(f"lr must be >= 0; got {lr}")
         if not (0.0 <= betas[0] < 1.0 and 0.0 <= betas[1] < 1.0):
@@ -62,10 +62,15 @@ class SphereRowAdam(torch.optim.Optimizer):
                 if not grad.is_sparse:
                     raise RuntimeError("SphereRowAdam takes sparse row gradients (a CodeTable, or nn.Embedding with "
                                        "sparse=True); for dense gradients use torch.optim.Adam")
-                if p.dim() != 2:
-                    raise ValueError(f"SphereRowAdam updates (N, d) tables; got a parameter of shape {tuple(p.shape)}")
-                # Loaded from a SparseAdam checkpoint or an older group: the defaults fill the gaps.
-                if not group.get("distinct_rows", True):
+                if p.dim() != 2 or grad.sparse_dim() != 1:
+                    raise ValueError(f"SphereRowAdam updates (N, d) tables from row-sparse gradients (sparse in the "
+                                     f"first dimension only, as an embedding's); got a parameter of shape "
+                                     f"{tuple(p.shape)} with a gradient sparse in {grad.sparse_dim()} dimension(s)")
+                if group.get("maximize", False):
+                    raise ValueError("SphereRowAdam minimises only; this parameter group has maximize=True (from a "
+                                     "SparseAdam state dict?)")
+                # Loaded from a SparseAdam state dict (no such key): coalesce, as SparseAdam did.
+                if not group.get("distinct_rows", False):
                     grad = grad.coalesce()
                 state = self.state[p]
                 if len(state) == 0:

@@ -49,10 +49,16 @@ def test_equals_sparse_adam_then_projection():
     torch.testing.assert_close(ours.weight.norm(dim=1), torch.ones(40), **tol(torch.float32))
 
 
-def test_repeated_rows_need_distinct_rows_false():
-    ours, _ = _run(lambda t: _ours(t, distinct_rows=False), 10, twice=True)
+def test_repeated_rows_are_summed_by_default_as_sparse_adam_does():
+    ours, _ = _run(_ours, 10, twice=True)
     theirs, _ = _run(_sparse_adam, 10, twice=True)
     torch.testing.assert_close(ours.weight, theirs.weight, **tol(torch.float32))
+
+
+def test_the_fit_setting_distinct_rows_gives_the_same_result_on_distinct_batches():
+    fast, _ = _run(lambda t: _ours(t, distinct_rows=True), 20)
+    theirs, _ = _run(_sparse_adam, 20)
+    torch.testing.assert_close(fast.weight, theirs.weight, **tol(torch.float32))
 
 
 def test_continues_from_a_sparse_adam_state_dict():
@@ -83,5 +89,15 @@ def test_dense_gradients_and_bad_settings_are_refused():
         SphereRowAdam([w], lr=-1)
     v = torch.nn.Parameter(torch.randn(4, 3, 2))
     v.grad = torch.sparse_coo_tensor(torch.tensor([[0], [0], [0]]), torch.tensor([1.0]), (4, 3, 2), check_invariants=True)
-    with pytest.raises(ValueError, match=r"updates \(N, d\) tables"):
+    with pytest.raises(ValueError, match=r"updates \(N, d\) tables from row-sparse gradients"):
         SphereRowAdam([v]).step()
+    u = torch.nn.Parameter(torch.randn(4, 3))
+    u.grad = torch.sparse_coo_tensor(torch.tensor([[0], [1]]), torch.tensor([1.0]), (4, 3), check_invariants=True)
+    with pytest.raises(ValueError, match=r"sparse in 2 dimension\(s\)"):
+        SphereRowAdam([u]).step()
+    table = CodeTable(torch.randn(4, 3))
+    opt = SphereRowAdam([table.weight])
+    opt.param_groups[0]["maximize"] = True  # as a SparseAdam(maximize=True) state dict would bring
+    table(torch.tensor([0])).sum().backward()
+    with pytest.raises(ValueError, match="minimises only"):
+        opt.step()

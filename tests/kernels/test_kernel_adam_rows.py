@@ -13,8 +13,10 @@ from tolerances import tol
 
 def _state(seed: int, n: int, d: int, dtype: torch.dtype, layout: str):
     param = rows(seed, n, d, dtype, layout)
-    exp_avg = rows(seed + 1, n, d, dtype, layout) * 0.1
-    exp_avg_sq = rows(seed + 2, n, d, dtype, layout).abs() * 0.01  # second moments are non-negative
+    exp_avg = rows(seed + 1, n, d, dtype, layout)
+    exp_avg.mul_(0.1)  # in place: keeps the layout (strided / transposed)
+    exp_avg_sq = rows(seed + 2, n, d, dtype, layout)
+    exp_avg_sq.abs_().mul_(0.01)  # second moments are non-negative
     return param, exp_avg, exp_avg_sq
 
 
@@ -94,9 +96,10 @@ BAD = [
     (dict(idx=[1, 1]), ValueError, "must not repeat a row"),
     (dict(idx=[0, 7]), ValueError, r"in \[0, 6\), got values in \[0, 7\]"),
     (dict(grad_rows=3), ValueError, r"grad must have shape \(len\(idx\), d\) = \(2, 4\)"),
-    (dict(step=0), ValueError, "step must be an int >= 1"),
-    (dict(step=1.0), ValueError, "step must be an int >= 1"),
+    (dict(step=0), ValueError, "step must be >= 1"),
+    (dict(step=1.0), TypeError, "step must be an int"),
     (dict(lr=-1.0), ValueError, "lr must be a finite number >= 0"),
+    (dict(lr="0.1"), TypeError, "lr must be a python number, got str"),
     (dict(beta1=1.0), ValueError, r"beta1 must be a finite number in \[0, 1\)"),
     (dict(eps=0.0), ValueError, "eps must be a finite number > 0"),
     (dict(moment_shape=(5, 4)), ValueError, r"exp_avg must have param's shape \(6, 4\)"),

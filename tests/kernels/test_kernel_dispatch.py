@@ -193,6 +193,13 @@ def test_registered_ops_match_the_direct_launches():
     ops.project_rows_(via_op, idx)
     triton_project.project_rows_direct(direct, idx)
     assert torch.equal(via_op, direct)
+    rows_ = idx.unique()  # adam_rows_ needs distinct rows
+    grad = torch.randn(rows_.shape[0], codes.shape[1], device=dev)
+    via_op = [codes.clone(), torch.zeros_like(codes), torch.zeros_like(codes)]
+    direct = [x.clone() for x in via_op]
+    ops.adam_rows_(*via_op, rows_, grad, 0.01, 0.9, 0.999, 1e-8, True)
+    triton_project.adam_rows_direct(*direct, rows_, grad, 0.01, 0.9, 0.999, 1e-8, True)
+    assert all(torch.equal(x, y) for x, y in zip(via_op, direct)) and not torch.equal(via_op[0], codes)
 
 
 @requires_triton

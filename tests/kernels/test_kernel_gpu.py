@@ -113,6 +113,23 @@ def test_opcheck_of_registered_ops():
     torch.library.opcheck(ops.project_rows_, (a.clone(), i))
     torch.library.opcheck(ops.sample_codes, (a, i, index.order, index.offsets, index.labels, tset, 4, 1.0, 3))
     torch.library.opcheck(ops.sample_codes_explicit, (a, i, i.flip(0), None, 0.2, _rand(17, 4)))
+    rows = torch.randperm(33, device="cuda")[:17]
+    torch.library.opcheck(ops.adam_rows_, (a.clone(), torch.zeros_like(a), torch.zeros_like(a), rows, _rand(17, 20),
+                                           0.01, 0.9, 0.999, 1e-8, True))
+
+
+def test_torch_compile_of_the_fused_codes_update():
+    table, m, v = _rand(300, 64), torch.zeros(300, 64, device="cuda"), torch.zeros(300, 64, device="cuda")
+    rows, grad = torch.randperm(300, device="cuda")[:128], _rand(128, 64, seed=2)
+    want = [x.clone() for x in (table, m, v)]
+    kernels.adam_rows_(*want, rows, grad, step=4, lr=0.01, check_indices=False)
+
+    def update(table, m, v, rows, grad):
+        kernels.adam_rows_(table, m, v, rows, grad, step=4, lr=0.01, backend="triton", check_indices=False)
+
+    torch.compile(update, fullgraph=True)(table, m, v, rows, grad)
+    for got, ref in zip((table, m, v), want):
+        torch.testing.assert_close(got, ref)
 
 
 def test_torch_compile_fullgraph_calls_the_kernels():

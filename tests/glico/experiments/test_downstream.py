@@ -78,6 +78,44 @@ def test_bf16_request_off_cuda_fails_before_training():
     assert all(torch.equal(p, b) for p, b in zip(model.parameters(), before))
 
 
+def test_bf16_means_autocast_and_channels_last_batches(monkeypatch):
+    """What ``bf16`` does inside the step, checked on CPU with the device check mocked: the forward
+    runs under bf16 autocast and sees channels-last batches; the loss gets float32 logits."""
+    monkeypatch.setattr(downstream, "resolve_precision", lambda p, d: "bf16")
+    calls, layouts = [], []
+
+    class Spy:
+        def __init__(self, device_type, dtype=None, enabled=True):
+            calls.append((device_type, dtype, enabled))
+
+        def __enter__(self):
+            return self
+
+        def __exit__(self, *exc):
+            return False
+
+    monkeypatch.setattr(torch, "autocast", Spy)
+    model = _tiny()
+    model[0].register_forward_pre_hook(lambda m, args: layouts.append(args[0].is_contiguous(memory_format=torch.channels_last)
+                                                                      and not args[0].is_contiguous()))
+    train_classifier(model, torch.rand(6, 3, 8, 8), torch.zeros(6, dtype=torch.long),
+                     TrainConfig(steps=2, batch_size=3, progress=False))
+    assert calls == [("cpu", torch.bfloat16, True)] * 2
+    assert layouts == [True, True]
+    assert all(p.is_contiguous() for p in model.parameters()) and not model.training
+
+
+def test_interrupted_training_hands_the_classifier_back_in_the_default_layout():
+    def policy(x, y, idx):
+        raise KeyboardInterrupt
+
+    model = _tiny()
+    with pytest.raises(KeyboardInterrupt):
+        train_classifier(model, torch.rand(6, 3, 8, 8), torch.zeros(6, dtype=torch.long),
+                         TrainConfig(steps=2, batch_size=3, progress=False, channels_last=True), policy=policy)
+    assert all(p.is_contiguous() for p in model.parameters()) and not model.training
+
+
 def test_auto_follows_the_device(monkeypatch):
     seen = []
     real = downstream.resolve_precision

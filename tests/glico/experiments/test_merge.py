@@ -67,11 +67,29 @@ def test_pieces_with_other_settings_are_refused(pieces, tmp_path):
         merge_results([d / "a", other])
 
 
+def test_a_grid_with_holes_is_refused(pieces):
+    d, _ = pieces
+    # seed 0 ran GLICO, Baseline and Lerp; seed 1 only Lerp: seed 1's GLICO and Baseline are missing
+    with pytest.raises(ValueError, match=r"leave 2 run\(s\) of the grid out \(spc 2, seed 1, 'GLICO'; spc 2, seed 1, 'Baseline'\)"):
+        merge_results([d / "a", d / "b"])
+
+
+def test_pieces_resolved_differently_are_refused(pieces, tmp_path):
+    d, _ = pieces
+    other = tmp_path / "gpu"
+    shutil.copytree(d / "b", other)
+    r = json.loads((other / "results.json").read_text())
+    r["recipe"]["precision"] = "bf16"  # 'auto' on a bf16 GPU
+    (other / "results.json").write_text(json.dumps(r))
+    with pytest.raises(ValueError, match="recipe.precision: 'fp32' vs 'bf16'"):
+        merge_results([d / "a", d / "c", other])
+
+
 def test_out_must_not_be_an_input(pieces):
     d, _ = pieces
     before = (d / "a" / "results.json").read_text()
     with pytest.raises(ValueError, match="overwrite"):
-        merge_results([d / "a", d / "b"], out=d / "a")
+        merge_results([d / "a", d / "b", d / "c"], out=d / "a")
     assert (d / "a" / "results.json").read_text() == before
 
 
@@ -97,7 +115,7 @@ def test_evaluate_pieces_merge_too(tmp_path):
     assert _strip(merged["runs"]) == _strip(whole["runs"])
     assert merged["summary"] == whole["summary"] and merged["config"] == whole["config"]
     assert (tmp_path / "m" / "results.md").read_text() == (tmp_path / "w" / "results.md").read_text()
+    ablate = tmp_path / "abl"
+    _ablate(ablate, "--seeds", "0", "--only", "Baseline")
     with pytest.raises(ValueError, match="cannot merge 'glico evaluate' results with 'glico ablate'"):
-        ablate = tmp_path / "abl"
-        _ablate(ablate, "--seeds", "0", "--only", "Baseline")
         merge_results([tmp_path / "p0", ablate])
