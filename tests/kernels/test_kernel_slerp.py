@@ -45,13 +45,18 @@ def test_reference_quarter_circle():
 @settings(max_examples=30, deadline=None)
 @given(seed=seeds, batch=batches, d=st.integers(2, 64), t=ts)
 def test_reference_matches_textbook_formula(seed, batch, d, t):
-    # [sin((1-t)θ) â + sin(tθ) b̂] / sin θ in float64, θ = acos(â·b̂): fine for random (generic) pairs.
+    # [sin((1-t)θ) â + sin(tθ) b̂] / sin θ in float64, θ = acos(â·b̂), of the same float32 inputs.
     g = torch.Generator().manual_seed(seed)
-    a, b = torch.randn(2, batch, d, generator=g, dtype=torch.float64)
+    a, b = torch.randn(2, batch, d, generator=g).double()  # float32 values, held in float64
     a_hat, b_hat = a / a.norm(dim=1, keepdim=True), b / b.norm(dim=1, keepdim=True)
     theta = torch.acos((a_hat * b_hat).sum(1, keepdim=True).clamp(-1, 1))
     want = (torch.sin((1 - t) * theta) * a_hat + torch.sin(t * theta) * b_hat) / torch.sin(theta)
-    torch.testing.assert_close(reference.slerp(a.float(), b.float(), t), want.float(), **tol(torch.float32))
+    got = reference.slerp(a.float(), b.float(), t).double()
+    # Random pairs in low d are often near-antipodal, where slerp's weights divide by sin θ: float32
+    # math loses ~eps/sin θ there (bench/slerp_accuracy.py), so the table's atol is scaled by the
+    # condition number 1/sin θ per row, as in test_constant_angle_steps.
+    atol = tol(torch.float32)["atol"] / torch.sin(theta).clamp(1e-3, 1.0)
+    assert ((got - want).abs() <= atol + tol(torch.float32)["rtol"] * want.abs()).all(), (got - want).abs().max()
 
 
 @settings(max_examples=20, deadline=None)
