@@ -443,6 +443,7 @@ def run_ablation(
         out.mkdir(parents=True, exist_ok=True)
 
     runs: list[dict] = []
+    shown_fits: set[int] = set()  # a fit shared by several rows is reported with the first of them
     total = len(spcs) * len(seeds) * len(variants)
     started = time.perf_counter()
     done = 0
@@ -477,8 +478,11 @@ def run_ablation(
                              "steps": tcfg.steps, "fit": fit_info})
                 done += 1
                 eta = (time.perf_counter() - started) / done * (total - done)
+                fit_s = f"fit {fit_info['seconds']:.0f} s + " if fit_info and id(fit_info) not in shown_fits else ""
+                if fit_info:
+                    shown_fits.add(id(fit_info))
                 say(f"  spc {spc:>3} seed {seed} {v.name:>28}: top-1 {acc['top1']:6.2f} %  top-5 {acc['top5']:6.2f} %  "
-                    f"({acc['seconds']:.0f} s; {done}/{total} done, about {eta / 60:.1f} min left)")
+                    f"({fit_s}train {acc['seconds']:.0f} s; {done}/{total} done, about {eta / 60:.1f} min left)")
     summary = aggregate(runs, key="variant")
     settings = {"data": data_spec, "spcs": list(spcs), "seeds": list(seeds), "classifier": classifier,
                 "epochs": epochs, "fit_epochs": fit_epochs, "base_model": base, "device": device, "table": table,
