@@ -62,3 +62,31 @@ def unit(x: torch.Tensor) -> torch.Tensor:
     """Rows of ``x`` normalised in float32 (what slerp's endpoints are)."""
     x32 = x.float()
     return x32 / x32.norm(dim=1, keepdim=True).clamp_min(1e-12)
+
+
+# Pairs closer than this to antipodal (π − θ, radians) are left to the antipodal tests when two float32
+# implementations are compared: there slerp's plane is known only to ~1e-7/(π − θ) and the antipodal
+# rule switches on at ‖â + b̂‖ = 1e-6, so two correct implementations may differ by O(1).
+NEAR_ANTIPODAL = 1e-3
+
+
+def assert_slerp_close(got: torch.Tensor, want: torch.Tensor, a: torch.Tensor, b: torch.Tensor,
+                       dtype: torch.dtype) -> None:
+    """Rows of two slerp implementations agree to the dtype's tolerance scaled by slerp's condition
+    number: ``atol / sin θ`` on the far side of π/2 (the weights divide by sin θ there; measured by
+    ``bench/slerp_accuracy.py``), the plain ``atol`` elsewhere. Rows within ``NEAR_ANTIPODAL`` of
+    antipodal are skipped (see above). ``a``/``b`` are the inputs the rows came from."""
+    from tolerances import tol
+
+    a64, b64 = a.double(), b.double()
+    a64 = a64 / a64.norm(dim=1, keepdim=True).clamp_min(1e-300)
+    b64 = b64 / b64.norm(dim=1, keepdim=True).clamp_min(1e-300)
+    theta = 2 * torch.atan2((a64 - b64).norm(dim=1), (a64 + b64).norm(dim=1))
+    cond = torch.where(theta > torch.pi / 2, 1 / torch.sin(theta).clamp_min(1e-300), torch.ones_like(theta))
+    keep = (torch.pi - theta) >= NEAR_ANTIPODAL
+    g, w = got.double(), want.double()
+    limit = tol(dtype)["atol"] * cond[:, None] + tol(dtype)["rtol"] * w.abs()
+    bad = ((g - w).abs() > limit) & keep[:, None]
+    assert not bad.any(), (
+        f"{int(bad.any(1).sum())} row(s) differ beyond tolerance; worst |diff| {float((g - w).abs()[bad].max()):.3g}"
+    )

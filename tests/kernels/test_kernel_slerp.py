@@ -8,7 +8,21 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 import kernels
-from kernel_helpers import BACKENDS, EXAMPLES, batches, device, dims, dtypes, layouts, requires_triton, rows, seeds, ts, unit
+from kernel_helpers import (
+    BACKENDS,
+    EXAMPLES,
+    assert_slerp_close,
+    batches,
+    device,
+    dims,
+    dtypes,
+    layouts,
+    requires_triton,
+    rows,
+    seeds,
+    ts,
+    unit,
+)
 from kernels import reference
 from tolerances import tol
 
@@ -98,7 +112,7 @@ def test_triton_matches_reference(seed, batch, d, dtype, layout, t, per_row_t):
         t = torch.rand(batch, generator=torch.Generator().manual_seed(seed)).to(device())
     got = kernels.slerp(a, b, t, backend="triton")
     assert got.dtype == dtype and got.shape == (batch, d) and got.device == a.device
-    torch.testing.assert_close(got, reference.slerp(a, b, t), **tol(dtype))
+    assert_slerp_close(got, reference.slerp(a, b, t), a, b, dtype)
 
 
 @requires_triton
@@ -115,7 +129,18 @@ def test_triton_gather_matches_reference(seed, n, batch, d, dtype, layout, t, in
         t = torch.rand(batch, generator=g).to(device())
     got = kernels.slerp_gather(codes, i, j, t, backend="triton")
     assert got.dtype == dtype and got.shape == (batch, d)
-    torch.testing.assert_close(got, reference.slerp(codes[i.long()], codes[j.long()], t), **tol(dtype))
+    a, b = codes[i.long()], codes[j.long()]
+    assert_slerp_close(got, reference.slerp(a, b, t), a, b, dtype)
+
+
+def test_the_slerp_comparison_fails_beyond_tolerance():
+    # The helper above must be able to fail: a well-conditioned row (θ = 60°) off by 1e-4 in float32.
+    a = torch.tensor([[1.0, 0.0]])
+    b = torch.tensor([[0.5, math.sqrt(3) / 2]])
+    want = reference.slerp(a, b, 0.5)
+    assert_slerp_close(want + 5e-6, want, a, b, torch.float32)
+    with pytest.raises(AssertionError, match="1 row"):
+        assert_slerp_close(want + 1e-4, want, a, b, torch.float32)
 
 
 # ----------------------------------------------------------------------------------------------
