@@ -14,13 +14,12 @@ import os
 import sys
 import time
 
-os.environ.setdefault("TRITON_INTERPRET", "0" if os.environ.get("CUDA_VISIBLE_DEVICES") == "" else "1")
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
-import torch  # noqa: E402
+import torch  # noqa: E402  (importing torch does not import triton)
 
-if torch.cuda.is_available():
-    os.environ["TRITON_INTERPRET"] = "0"
+# Before triton is imported: compiled kernels on a GPU, the interpreter otherwise.
+os.environ.setdefault("TRITON_INTERPRET", "0" if torch.cuda.is_available() else "1")
 
 import kernels  # noqa: E402
 from kernels import triton_project, triton_sample, triton_slerp  # noqa: E402

@@ -120,8 +120,7 @@ def merge_results(inputs: Sequence[str | Path], out: str | Path | None = None) -
         listed = "; ".join(f"spc {n}, seed {sd}, {name!r}" for n, sd, name in missing[:6])
         raise ValueError(f"the pieces leave {len(missing)} run(s) of the grid out ({listed}{' ...' if len(missing) > 6 else ''}); "
                          f"a table needs every {key} for every spc and seed — run those and merge again")
-    merged = _merge_ablate(loaded, runs, order, spcs, seeds) if kind == "ablate" else \
-        _merge_evaluate(loaded, runs, order, spcs, seeds)
+    merged = _assemble(loaded, kind, key, runs, order, spcs, seeds)
     merged["merged_from"] = [str(p) for p, _ in loaded]
     merged["seconds"] = round(sum(float(r.get("seconds", 0.0)) for _, r in loaded), 1)
     if out is not None:
@@ -150,47 +149,33 @@ def _name_order(loaded: list[tuple[Path, dict]], kind: str) -> list[str]:
     return names
 
 
-def _merge_ablate(loaded, runs, order, spcs, seeds) -> dict:
-    from glico.experiments.ablations import ablation_markdown
+def _assemble(loaded, kind: str, key: str, runs, order, spcs, seeds) -> dict:
+    """The merged results, in the layout of the first piece: its settings with the union of SPCs,
+    seeds (and, for evaluate, methods) and devices, the runs, their summary and the per-SPC budgets."""
     from glico.experiments.evaluate import aggregate
 
     first = loaded[0][1]
-    defs = {v["name"]: v for _, r in loaded for v in r["variants"]}
+    where = "settings" if kind == "ablate" else "config"
     steps: dict[str, Any] = {}
     for _, r in loaded:
         steps.update(r["recipe"]["steps_per_run"])
     merged = {
         **first,
-        "settings": {**first["settings"], "spcs": spcs, "seeds": seeds,
-                     "device": _devices(r["settings"]["device"] for _, r in loaded)},
-        "variants": [defs[n] for n in order],
+        where: {**first[where], "spcs": spcs, "seeds": seeds,
+                "device": ",".join(dict.fromkeys(str(r[where]["device"]) for _, r in loaded))},
         "recipe": {**first["recipe"], "steps_per_run": {str(s): steps[str(s)] for s in spcs}},
         "runs": runs,
-        "summary": aggregate(runs, key="variant"),
+        "summary": aggregate(runs, key=key),
     }
-    merged["markdown"] = ablation_markdown(merged)
+    if kind == "ablate":
+        from glico.experiments.ablations import ablation_markdown
+
+        defs = {v["name"]: v for _, r in loaded for v in r["variants"]}
+        merged["variants"] = [defs[n] for n in order]
+        merged["markdown"] = ablation_markdown(merged)
+    else:
+        merged[where]["methods"] = order
     return merged
-
-
-def _merge_evaluate(loaded, runs, order, spcs, seeds) -> dict:
-    from glico.experiments.evaluate import aggregate
-
-    first = loaded[0][1]
-    steps: dict[str, Any] = {}
-    for _, r in loaded:
-        steps.update(r["recipe"]["steps_per_run"])
-    return {
-        **first,
-        "config": {**first["config"], "spcs": spcs, "seeds": seeds, "methods": order,
-                   "device": _devices(r["config"]["device"] for _, r in loaded)},
-        "recipe": {**first["recipe"], "steps_per_run": {str(s): steps[str(s)] for s in spcs}},
-        "runs": runs,
-        "summary": aggregate(runs, key="method"),
-    }
-
-
-def _devices(devices) -> str:
-    return ",".join(dict.fromkeys(str(d) for d in devices))
 
 
 def _write(merged: dict, kind: str, out: Path) -> None:

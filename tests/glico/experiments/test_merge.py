@@ -23,6 +23,15 @@ def _strip(runs):
                                                                      if k != "seconds"}} for r in runs]
 
 
+def _edited_copy(src, dst, edit):
+    """A copy of the result folder ``src`` at ``dst`` with ``edit(results)`` applied to its results.json."""
+    shutil.copytree(src, dst)
+    r = json.loads((dst / "results.json").read_text())
+    edit(r)
+    (dst / "results.json").write_text(json.dumps(r))
+    return dst
+
+
 @pytest.fixture(scope="module")
 def pieces(tmp_path_factory):
     """Table II's GLICO, Baseline and Lerp rows for seeds 0 and 1: once as one command, once as three
@@ -58,11 +67,7 @@ def test_overlapping_pieces_are_refused(pieces):
 
 def test_pieces_with_other_settings_are_refused(pieces, tmp_path):
     d, _ = pieces
-    other = tmp_path / "other"
-    shutil.copytree(d / "b", other)
-    r = json.loads((other / "results.json").read_text())
-    r["settings"]["fit_epochs"] = 300
-    (other / "results.json").write_text(json.dumps(r))
+    other = _edited_copy(d / "b", tmp_path / "other", lambda r: r["settings"].update(fit_epochs=300))
     with pytest.raises(ValueError, match=r"other settings.*fit_epochs: 2 vs 300"):
         merge_results([d / "a", other])
 
@@ -76,11 +81,8 @@ def test_a_grid_with_holes_is_refused(pieces):
 
 def test_pieces_resolved_differently_are_refused(pieces, tmp_path):
     d, _ = pieces
-    other = tmp_path / "gpu"
-    shutil.copytree(d / "b", other)
-    r = json.loads((other / "results.json").read_text())
-    r["recipe"]["precision"] = "bf16"  # 'auto' on a bf16 GPU
-    (other / "results.json").write_text(json.dumps(r))
+    # 'auto' resolved to bf16 on a GPU with bf16 tensor cores
+    other = _edited_copy(d / "b", tmp_path / "gpu", lambda r: r["recipe"].update(precision="bf16"))
     with pytest.raises(ValueError, match="recipe.precision: 'fp32' vs 'bf16'"):
         merge_results([d / "a", d / "c", other])
 
