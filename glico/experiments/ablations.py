@@ -305,8 +305,14 @@ def fit_variant(variant: Variant, data, train, *, spc: int, seed: int, base_mode
     return model, {**info, **uinfo}
 
 
+# ModelSpec fields that act only when new images are sampled, never during the fit: variants that differ
+# only in them share one fit (the Lerp row uses GLICO's fitted model with linear interpolation), so the
+# comparison isolates what the field changes.
+SAMPLING_ONLY = ("interpolator",)
+
+
 def _fit_key(v: Variant, base: Mapping[str, Any]) -> tuple:
-    merged = {**base, **v.model}
+    merged = {k: val for k, val in {**base, **v.model}.items() if k not in SAMPLING_ONLY}
     return tuple(sorted(merged.items())), v.transductive, v.extra_unlabeled_per_class
 
 
@@ -366,8 +372,9 @@ def run_ablation(
     """Run an ablation: every variant on the same splits with the same budgets; mean ± STE over seeds.
 
     For each SPC and seed: one small-sample split; for each variant, its GLICO model fitted on that
-    split (one fit shared by the variants whose composition and unlabelled images agree, e.g. GLICO
-    and GLICO + AutoAugment), then a downstream classifier trained with the variant's policy and
+    split (one fit shared by the variants whose fit would be the same: same composition, apart from
+    the sampling-only interpolator, and same unlabelled images; e.g. GLICO, Lerp and GLICO +
+    AutoAugment), then a downstream classifier trained with the variant's policy and
     scored on the test set. Everything the variants do not change (split, downstream recipe and
     budget, fit budget, base composition) is the same for all of them.
 
@@ -404,7 +411,9 @@ def run_ablation(
     """
     from glico.augment import GLICOAugmenter
     from glico.data import Dataset, load_data, small_sample_split
+    from glico.names import resolve
     from glico.training import resolve_device
+    from glico.viz import class_grid, save_grid
 
     say = echo or log.info
     variants = list(variants)
@@ -457,16 +466,22 @@ def run_ablation(
                                      weight_decay=weight_decay, flip=flip, seed=seed, device=device, progress=progress,
                                      precision=precision)
             fitted: dict[tuple, tuple[Any, dict]] = {}
+            pictured: set[tuple] = set()  # (fit, interpolator) pairs whose sample grid is written
             for i, v in enumerate(variants):
                 augmenter, fit_info = None, None
                 if v.uses_glico:
                     key = _fit_key(v, base)
                     if key not in fitted:
-                        png = out / f"samples-{_slug(v.name)}-spc{spc}-seed{seed}.png" if out is not None else None
                         fitted[key] = fit_variant(v, ds, train, spc=spc, seed=seed, base_model=base,
                                                   fit_epochs=fit_epochs, fit_batch_size=fit_batch_size, device=device,
-                                                  progress=progress, samples_png=png)
+                                                  progress=progress)
                     model, fit_info = fitted[key]
+                    spec = variant_spec(v, (c, h, w), k, base)
+                    model.interpolator = resolve("interpolator", spec.interpolator)(spec)
+                    if out is not None and (key, spec.interpolator) not in pictured:
+                        pictured.add((key, spec.interpolator))
+                        save_grid(class_grid(model, 8, seed), out / f"samples-{_slug(v.name)}-spc{spc}-seed{seed}.png",
+                                  nrow=8)
                     augmenter = GLICOAugmenter(model, p=glico_p, seed=seed)
                     # Free a fit no later variant of this split shares.
                     if not any(u.uses_glico and _fit_key(u, base) == key for u in variants[i + 1:]):

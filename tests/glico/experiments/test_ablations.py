@@ -211,6 +211,36 @@ def test_table4_shares_one_fit_between_glico_and_glico_autoaugment(tmp_path, mon
     assert "mean ± STE over seeds [0, 1]" in md and "| 56.31 ± 0.02 | 80.66 ± 0.04 |" in md
 
 
+def test_lerp_row_uses_glicos_fit_with_linear_interpolation(digits, tmp_path, monkeypatch):
+    # The interpolator acts only when sampling, so GLICO and Lerp share one fit per split; each row must
+    # still sample with its own interpolator, and the shared fit must give what a fit of its own gives.
+    fits, used = [], []
+    real_fit, real_train = ablations.fit_glico, ablations.train_and_score
+
+    def counting(*args, **kwargs):
+        fits.append(args[0])
+        return real_fit(*args, **kwargs)
+
+    def recording(policy, factory, train, test, cfg, *, augmenter=None, **kw):
+        used.append(None if augmenter is None else type(augmenter.model.interpolator))
+        return real_train(policy, factory, train, test, cfg, augmenter=augmenter, **kw)
+
+    monkeypatch.setattr(ablations, "fit_glico", counting)
+    monkeypatch.setattr(ablations, "train_and_score", recording)
+    rows = [v for v in TABLES["2"] if v.name in ("GLICO", "Lerp")]
+    kw = dict(data=digits, spcs=(2,), seeds=(0,), classifier="weak", epochs=1, fit_epochs=2, base_model=BASE,
+              progress=False, echo=lambda s: None)
+    both = run_ablation(rows, out=tmp_path / "both", **kw)
+    assert len(fits) == 1 and "interpolator" not in fits[0]
+    assert used == [Slerp, Lerp]
+    assert sorted(p.name for p in (tmp_path / "both").glob("samples-*.png")) == [
+        "samples-glico-spc2-seed0.png", "samples-lerp-spc2-seed0.png"]
+    alone = run_ablation(rows[1:], **kw)
+    assert len(fits) == 2 and used[-1] is Lerp
+    shared_run = next(r for r in both["runs"] if r["variant"] == "Lerp")
+    assert (shared_run["top1"], shared_run["top5"]) == (alone["runs"][0]["top1"], alone["runs"][0]["top5"])
+
+
 def test_fig7_plots_accuracy_against_spc_per_classifier(tmp_path):
     # ResNet-50 and VGG-19 as f (25 M and 140 M parameters) cost seconds a step on one CPU thread: their
     # compositions are checked above; here two rows run across two SPCs (names are case-insensitive).
