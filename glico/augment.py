@@ -10,6 +10,7 @@ from __future__ import annotations
 import torch
 
 from glico._checks import check_images
+from glico._rng import substream
 from glico.model import GLICO
 
 
@@ -52,13 +53,16 @@ class GLICOAugmenter:
             return images
         seed = self.seed + 1_000_003 * self._calls
         self._calls += 1
+        # The coin flips and the sampler read separate streams: with one stream the partner would be a
+        # function of the coin (only the first p-fraction of each class would ever be a partner).
         g = torch.Generator(device=images.device)
-        g.manual_seed(seed)
+        g.manual_seed(substream(seed, 0))
         replace = torch.rand(images.shape[0], generator=g, device=images.device) < self.p
         model = self.model
         codes = model.codes.weight.detach()
         inputs = model.interpolator.sample_inputs(
-            codes, idx.to(codes.device), model.class_index, model.t_values, model.noise, seed, check_indices=self.check_inputs
+            codes, idx.to(codes.device), model.class_index, model.t_values, model.noise, substream(seed, 1),
+            check_indices=self.check_inputs,
         )
         was = model.generator.training
         model.generator.eval()

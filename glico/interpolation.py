@@ -11,6 +11,7 @@ from typing import Protocol, Sequence, runtime_checkable
 import torch
 
 import kernels
+from glico._rng import substream
 from glico.noise import ConcatNoise, NoisePolicy
 
 PAPER_T_VALUES: tuple[float, ...] = (0.1, 0.2, 0.3, 0.4)
@@ -46,26 +47,25 @@ class Slerp:
     """Spherical linear interpolation (the paper's choice): stays on the unit sphere.
 
     With :class:`~glico.noise.ConcatNoise` the partner draw, slerp and noise run as one fused
-    operation (:func:`kernels.sample_codes`).
+    operation (:func:`kernels.sample_codes`). A subclass that overrides ``__call__`` is used as written:
+    its sampling takes the same draws and calls it.
     """
 
     def __call__(self, a, b, t):
         return kernels.slerp(a, b, t)
 
     def sample_inputs(self, codes, idx, index, t_values, noise, seed, check_indices=True):
-        if isinstance(noise, ConcatNoise):
-            return kernels.sample_codes(codes, idx, index, t_values, noise_dim=noise.dim, sigma=noise.sigma, seed=seed,
-                                        check_indices=check_indices).inputs
-        z = kernels.sample_codes(codes, idx, index, t_values, noise_dim=0, seed=seed, check_indices=check_indices).inputs
-        return noise(z, generator=_device_generator(codes.device, seed))
+        return _sample_inputs(self, type(self).__call__ is Slerp.__call__, codes, idx, index, t_values, noise, seed,
+                              check_indices)
 
     def __repr__(self) -> str:
-        return "Slerp()"
+        return f"{type(self).__name__}()"
 
 
 class Lerp:
     """Linear interpolation (1 - t) a + t b, *not* renormalised: the paper's "Lerp" ablation, whose
-    points fall inside the sphere (Fig. 4)."""
+    points fall inside the sphere (Fig. 4). For the same seed it samples the same partners, t and
+    noise as :class:`Slerp`, so swapping the two changes only the interpolation."""
 
     def __call__(self, a, b, t):
         t = torch.as_tensor(t, dtype=torch.float32, device=a.device)
@@ -73,12 +73,27 @@ class Lerp:
         return (a.float() * (1 - t) + b.float() * t).to(a.dtype)
 
     def sample_inputs(self, codes, idx, index, t_values, noise, seed, check_indices=True):
-        g = _device_generator(codes.device, seed)
-        partners, t = draw_partners(index, idx, t_values, g)
-        return noise(self(codes[idx], codes[partners], t), generator=g)
+        return _sample_inputs(self, False, codes, idx, index, t_values, noise, seed, check_indices)
 
     def __repr__(self) -> str:
-        return "Lerp()"
+        return f"{type(self).__name__}()"
+
+
+def _sample_inputs(interp, fused_slerp: bool, codes, idx, index, t_values, noise, seed, check_indices):
+    """Generator inputs for anchors ``idx``: the partner, t and (for ConcatNoise) ε draws of
+    :func:`kernels.sample_codes`, interpolated by ``interp``. ``fused_slerp``: ``interp`` is plain
+    slerp, so the kernel's own output is the answer. Other noise policies draw from a stream of their
+    own (``substream(seed, 0)``), independent of the partner draw."""
+    fused_noise = type(noise) is ConcatNoise  # a subclass may draw its noise differently
+    drawn = kernels.sample_codes(codes, idx, index, t_values, noise_dim=noise.dim if fused_noise else 0,
+                                 sigma=noise.sigma if fused_noise else 1.0, seed=seed, check_indices=check_indices)
+    if fused_slerp:
+        z = drawn.inputs[:, : codes.shape[1]]
+    else:
+        z = interp(codes[idx], codes[drawn.partners], drawn.t)
+    if fused_noise:
+        return drawn.inputs if fused_slerp else torch.cat([z, drawn.inputs[:, codes.shape[1]:]], dim=1)
+    return noise(z, generator=_device_generator(codes.device, substream(seed, 0)))
 
 
 def draw_partners(

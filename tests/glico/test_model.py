@@ -113,6 +113,41 @@ def test_augmenter_replaces_about_p_and_keeps_shape():
     assert torch.equal(GLICOAugmenter(m, p=0.0)(x, torch.arange(len(x))), x)
 
 
+def test_augmenter_partners_are_uniform_over_the_class_whatever_the_coin(monkeypatch):
+    # The coin flip and the partner draw must be independent: a replaced example's partner is uniform
+    # over the other members of its class (with one shared stream it was a function of the coin).
+    import kernels
+
+    x, y = toy_data(n_per_class=10)
+    m = small_model()
+    fit(m, x, y, config=FitConfig(epochs=1, progress=False))
+    partners = []
+    real = kernels.sample_codes
+
+    def spy(*args, **kwargs):
+        out = real(*args, **kwargs)
+        partners.append(out.partners)
+        return out
+
+    monkeypatch.setattr(kernels, "sample_codes", spy)
+    anchor = int(torch.nonzero(y == 0)[0])
+    members = torch.nonzero(y == 0).flatten()
+    aug = GLICOAugmenter(m, p=0.5, seed=0)
+    batch = x[anchor : anchor + 1].expand(400, -1, -1, -1)
+    chosen = []
+    for _ in range(10):
+        out = aug(batch, torch.full((400,), anchor))
+        replaced = (out != batch).flatten(1).any(1)
+        chosen.append(partners[-1][replaced])
+    chosen = torch.cat(chosen)
+    counts = torch.bincount(chosen, minlength=len(x))[members[members != anchor]].float()
+    assert counts.sum() == chosen.numel()  # same class, never the anchor
+    expected = chosen.numel() / counts.numel()  # ~2000 replaced, over 9 other members
+    chi2 = float(((counts - expected) ** 2 / expected).sum())
+    df = counts.numel() - 1
+    assert chi2 < df + 5 * (2 * df) ** 0.5, (chi2, counts.tolist())  # 5 sd above the chi-square mean
+
+
 def test_save_load_round_trip(tmp_path):
     x, y = toy_data()
     m = small_model()
