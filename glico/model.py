@@ -311,8 +311,8 @@ class GLICO(nn.Module):
             "code_dim": str(self.code_dim),
             "generator": type(self.generator).__name__,
             "loss": type(self.loss).__name__,
-            "noise": repr(self.noise),
-            "interpolator": repr(self.interpolator),
+            "noise": _describe(self.noise),
+            "interpolator": _describe(self.interpolator),
             "classifier": type(self.classifier).__name__ if self.classifier is not None else "None",
             "class_loss": type(self.class_loss).__name__,
             "gamma": str(self.gamma),
@@ -337,3 +337,9 @@ class GLICO(nn.Module):
         check_composition(payload, self, path)
         load_model_state(self, payload["model"])
         return payload["extra"]
+
+
+def _describe(part: Any) -> str:
+    """A part's repr when its class defines one (ConcatNoise(dim=32, sigma=0.1)), else its class name:
+    object's default repr holds a memory address, which would make every checkpoint unloadable."""
+    return repr(part) if type(part).__repr__ is not object.__repr__ else type(part).__qualname__ + "()"

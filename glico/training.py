@@ -455,6 +455,7 @@ class _Checkpointer:
             "data": self.fingerprint,
             "n_images": self.n,
             "device_type": self.device.type,
+            "objective": _objective(self.model),
         }
         extra = {**self.extra, "fit_config": _plain(self.config), "trainer": trainer}
         save_checkpoint(self.config.checkpoint, self.model, extra, state=state)
@@ -485,6 +486,8 @@ def _load_for_resume(model: GLICO, config: FitConfig, fingerprint: str, device: 
     saved = payload["extra"].get("fit_config", {})
     mine = _plain(config)
     diff = [f"{k}: checkpoint has {saved.get(k)!r}, now {mine[k]!r}" for k in TRAJECTORY_SETTINGS if saved.get(k) != mine[k]]
+    if "objective" in trainer and trainer["objective"] != _objective(model):  # absent before glico 0.3
+        diff.append(f"objective: checkpoint fitted with {trainer['objective']}, now {_objective(model)}")
     if trainer.get("device_type") != device.type:
         diff.append(f"device type: checkpoint fitted on {trainer.get('device_type')!r}, now {device.type!r}")
     if trainer.get("n_images") != _fingerprint_n(fingerprint) or trainer.get("data") != fingerprint:
@@ -497,6 +500,16 @@ def _load_for_resume(model: GLICO, config: FitConfig, fingerprint: str, device: 
                          f"Resume with the original settings, or start a new fit without resume")
     load_model_state(model, payload["model"])
     return trainer
+
+
+def _objective(model: GLICO) -> str:
+    """The losses with their settings (``PixelLoss(p=1)``): the composition records only their classes,
+    but resuming with another setting of the same class would silently change the fit."""
+    def one(m) -> str:
+        extra = m.extra_repr() if isinstance(m, torch.nn.Module) else ""
+        return f"{type(m).__name__}({extra})"
+
+    return f"loss {one(model.loss)}, class loss {one(model.class_loss)}"
 
 
 def data_fingerprint(images: torch.Tensor, labels: torch.Tensor) -> str:

@@ -208,3 +208,20 @@ def test_same_seed_same_result():
         outs.append((m.codes.weight.detach().clone(), m.sample([0, 1, 2], seed=1)))
     torch.testing.assert_close(outs[0][0], outs[1][0], rtol=0, atol=0)
     torch.testing.assert_close(outs[0][1], outs[1][1], rtol=0, atol=0)
+
+
+def test_a_custom_part_without_repr_saves_and_loads(tmp_path):
+    # object's default repr holds a memory address: recorded as is, no second instance would match.
+    class Quiet(NoNoise):
+        __repr__ = object.__repr__
+
+    x, y = toy_data()
+    m = small_model(noise=Quiet())
+    fit(m, x, y, config=FitConfig(epochs=1, progress=False))
+    m.save(tmp_path / "m.pt")
+    other = small_model(noise=Quiet())
+    other.load(tmp_path / "m.pt")
+    assert other.composition()["noise"] == "test_a_custom_part_without_repr_saves_and_loads.<locals>.Quiet()"
+    with pytest.raises(ValueError, match="noise: checkpoint has"):
+        small_model(noise=NoNoise()).load(tmp_path / "m.pt")
+

@@ -346,6 +346,9 @@ def test_resume_with_other_data_or_composition_is_refused(data, interrupted_ckpt
         fit(_model(), x.flip(-1), y, config=FitConfig(**BASE, checkpoint=interrupted_ckpt, resume=True))
     with pytest.raises(ValueError, match="code_dim: checkpoint has 16, model has 8"):
         fit(_model(code_dim=8), x, y, config=FitConfig(**BASE, checkpoint=interrupted_ckpt, resume=True))
+    # Same loss class, another setting: the composition cannot tell, the recorded objective can.
+    with pytest.raises(ValueError, match=r"objective: checkpoint fitted with loss PixelLoss\(p=2\).*now loss PixelLoss\(p=1\)"):
+        fit(_model(loss=PixelLoss(p=1)), x, y, config=FitConfig(**BASE, checkpoint=interrupted_ckpt, resume=True))
 
 
 def test_resume_from_a_model_only_checkpoint_is_refused(data, tmp_path):
