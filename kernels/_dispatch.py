@@ -261,7 +261,9 @@ def project_rows_(
 ) -> torch.Tensor:
     """Renormalise rows ``idx`` of ``codes`` to unit L2 norm, in place, in O(len(idx)·d).
 
-    Other rows are not read or written. Duplicate ids are harmless; zero rows stay zero. This is an
+    Other rows are not read or written; zero rows stay zero. Duplicate ids are allowed when
+    ``check_indices`` is on (the Triton path removes them first: two programs writing one row would
+    race); with ``check_indices=False`` the caller guarantees distinct ids on CUDA. This is an
     optimiser-style table update: it records no autograd history on any backend (so it can follow
     the step of a code table that is a parameter), and ``"auto"`` picks Triton for CUDA tables
     whether or not they require grad.
@@ -270,7 +272,8 @@ def project_rows_(
         codes: ``(N, d)`` float32/float16/bfloat16 table, any strides, modified in place.
         idx: ``(K,)`` int64/int32 row ids in ``[0, N)``, on ``codes``' device.
         backend: ``"auto"``, ``"torch"`` or ``"triton"``.
-        check_indices: verify that ``idx`` is in range (one device sync on CUDA).
+        check_indices: verify that ``idx`` is in range (one device sync on CUDA) and, on the Triton
+            path, drop repeated ids. Off: no sync, and ``idx`` must be distinct.
 
     Returns:
         ``codes``.
@@ -283,6 +286,9 @@ def project_rows_(
     if _resolve(backend, codes.device, codes.shape[1], ()) == "torch":
         return reference.project_rows_(codes, idx)
     from . import triton_project
+
+    if check_indices:
+        idx = torch.unique(idx)
 
     run = triton_project.project_rows_direct if _direct(codes, idx) else triton_project.project_rows_
     with torch.no_grad():
@@ -539,7 +545,11 @@ def sample_codes(
     if check_indices:
         _check_in_range(codes.shape[0], idx=idx)
         _check_classes_of(idx, index)
-    if _resolve(backend, device, codes.shape[1], (codes,)) == "torch":
+    if backend == "triton" and noise_dim > MAX_D:
+        raise ValueError(f"backend='triton' takes at most {MAX_D} noise columns (a row's noise is held in registers), "
+                         f"got noise_dim = {noise_dim}; use backend='torch'")
+    # The noise tile is held like a row: 'auto' leaves over-wide noise to the reference.
+    if _resolve(backend, device, max(codes.shape[1], noise_dim), (codes,)) == "torch":
         return reference.sample_codes(codes, idx, index, t_set, noise_dim=noise_dim, sigma=float(sigma), seed=seed)
     from . import triton_sample
 

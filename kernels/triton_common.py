@@ -69,8 +69,8 @@ def slerp_tile(a, b, t, col, col_ok):
 
     Per element only multiplies and adds: the norms become per-row reciprocals, and the result is
     ``w_a·â + w_b·b̂`` with per-row weights. The final renormalisation (the identity in exact
-    arithmetic) and the antipodal rule run only for tiles holding a row with ``‖â + b̂‖ <
-    RENORM_BELOW`` (within ~29° of antipodal): elsewhere the weights' rounding keeps the norm within
+    arithmetic for unit endpoints) and the antipodal rule run only for tiles holding a row with
+    ``‖â + b̂‖ < RENORM_BELOW`` (within ~29° of antipodal) or a zero endpoint: elsewhere the weights' rounding keeps the norm within
     ~4e-7 of 1, and skipping the extra reduction keeps the kernel memory-bound.
 
     Args:
@@ -101,7 +101,9 @@ def slerp_tile(a, b, t, col, col_ok):
     w_b = tl.where(small, t, tl.sin(t * theta) * inv_sin)
     out = w_a[:, None] * a_hat + w_b[:, None] * b_hat
 
-    if tl.sum((v < RENORM_BELOW).to(tl.int32), axis=0) > 0:
+    # u² + v² = 2(‖â‖² + ‖b̂‖²) is 4 for unit endpoints and at most 2 when one is a zero row: then
+    # w_a·â + w_b·b̂ is not a unit row and needs the renormalisation too.
+    if tl.sum(((v < RENORM_BELOW) | (u2 + v2 < 3.0)).to(tl.int32), axis=0) > 0:
         # Antipodal rows: turn â towards e_k, k = argmin |â_k| (sign-independent, hence symmetric).
         antipodal = v < ANTIPODAL_TOL
         k = tl.argmin(tl.where(col_ok[None, :], tl.abs(a_hat), float("inf")), axis=1)

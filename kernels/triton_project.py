@@ -3,8 +3,9 @@
 Math (reference: ``reference.project_rows_``): for every id ``r`` in ``idx``,
 ``codes[r] ← codes[r] / max(‖codes[r]‖, EPS)``, the norm taken in float32. One program handles
 ``BLOCK_B`` ids; only those rows are read and written, so the cost is O(len(idx)·d) whatever the
-table's size. Duplicate ids are harmless: every copy computes the unit vector of the same row (a
-copy that reads a row already written re-normalises a unit vector, a no-op up to rounding).
+table's size. Ids must be distinct: two programs on one row race (one may read the row half
+written by the other and store a non-unit row), so the dispatch removes repeats first unless the
+caller vouches for them (``check_indices=False``, as the fit does: its batch is a permutation slice).
 The update is an in-place table write and records no autograd history.
 
 ``adam_rows_`` fuses the optimiser step of those rows with the projection (reference:

@@ -137,6 +137,8 @@ def test_triton_refuses_rows_longer_than_max_d():
     big = torch.randn(1, MAX_D + 1)
     with pytest.raises(ValueError, match=f"at most d = {MAX_D}"):
         kernels.slerp(big, big, 0.5, backend="triton")
+    with pytest.raises(ValueError, match=f"at most {MAX_D} noise columns"):
+        kernels.sample_codes(CODES, IDX, INDEX, [0.1], noise_dim=MAX_D + 1, backend="triton")
 
 
 def test_check_indices_false_skips_the_read_back(monkeypatch):

@@ -5,7 +5,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 import kernels
-from kernel_helpers import BACKENDS, EXAMPLES, device, dims, dtypes, layouts, rows, seeds, unit
+from kernel_helpers import BACKENDS, EXAMPLES, device, dims, dtypes, layouts, requires_triton, rows, seeds, unit
 from tolerances import tol
 
 
@@ -35,6 +35,23 @@ def test_duplicates_zero_rows_and_parameters(backend):
     kernels.project_rows_(codes, torch.tensor([0, 0, 1, 0], device=device()), backend=backend)
     assert codes.grad_fn is None
     torch.testing.assert_close(codes.detach(), torch.tensor([[0.6, 0.8], [0.0, 0.0], [1.0, 1.0]], device=device()))
+
+
+@requires_triton
+def test_triton_path_launches_on_distinct_ids_unless_told_they_are(monkeypatch):
+    # Two Triton programs on one row race on a GPU (the interpreter runs them in turn and cannot show
+    # it), so the checked path must hand the kernel each id once.
+    from kernels import triton_project
+
+    seen = []
+    for name in ("project_rows_", "project_rows_direct"):
+        real = getattr(triton_project, name)
+        monkeypatch.setattr(triton_project, name, lambda c, i, _real=real: (seen.append(i.clone()), _real(c, i))[1])
+    codes = rows(0, 6, 4, torch.float32) * 2
+    kernels.project_rows_(codes, torch.tensor([4, 1, 4, 4, 0], device=device()), backend="triton")
+    assert sorted(seen[-1].tolist()) == [0, 1, 4]
+    kernels.project_rows_(codes, torch.tensor([5, 2], device=device()), backend="triton", check_indices=False)
+    assert seen[-1].tolist() == [5, 2]
 
 
 @pytest.mark.parametrize("backend", BACKENDS)

@@ -265,6 +265,19 @@ def test_zero_rows_stay_finite(backend):
 
 
 @pytest.mark.parametrize("backend", BACKENDS)
+@pytest.mark.parametrize("zero", ["a", "b"])
+def test_one_zero_endpoint_gives_the_other_direction(backend, zero):
+    # One zero row among full unit rows (no zero/zero or padded row in the tile): the reference's
+    # answer is the other endpoint's direction for 0 < t < 1, and the output stays a unit row.
+    a, b = rows(0, 64, 16, torch.float32), rows(1, 64, 16, torch.float32)
+    (a if zero == "a" else b)[5] = 0.0
+    for t in (0.25, 0.5, 0.75):
+        out = kernels.slerp(a, b, t, backend=backend)
+        torch.testing.assert_close(out, reference.slerp(a, b, t), **tol(torch.float32))
+        torch.testing.assert_close(out[5], unit(b if zero == "a" else a)[5], **tol(torch.float32))
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
 def test_t_as_zero_dim_tensor_and_empty_batch(backend):
     a, b = rows(0, 5, 7, torch.float32), rows(1, 5, 7, torch.float32)
     torch.testing.assert_close(
