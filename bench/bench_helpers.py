@@ -8,6 +8,7 @@ from __future__ import annotations
 import datetime as _dt
 import json
 import logging
+import os
 import platform
 import shutil
 import subprocess
@@ -112,7 +113,8 @@ def run_metadata() -> dict:
     except ImportError:
         triton_version = None
     meta = {
-        "commit": _git("rev-parse", "HEAD") or "unknown",
+        # GLICO_COMMIT: for copies of the tree without .git (e.g. a remote GPU machine).
+        "commit": _git("rev-parse", "HEAD") or os.environ.get("GLICO_COMMIT") or "unknown",
         "dirty": bool(_git("status", "--porcelain")),
         "device": torch.cuda.get_device_name() if torch.cuda.is_available() else "cpu",
         "torch": torch.__version__,

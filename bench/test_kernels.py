@@ -249,7 +249,7 @@ def test_codes_optimizer_step(record, provider, n_rows):
             opt.step()
             kernels.project_rows_(weight.data, idx, backend="triton", check_indices=False)
     else:
-        opt = SphereRowAdam([weight], lr=1e-2)
+        opt = SphereRowAdam([weight], lr=1e-2, distinct_rows=True)  # as the fit: a batch never repeats a row
 
         def step():
             weight.grad = grad

@@ -24,7 +24,7 @@ TAN_PI_8: tl.constexpr = tl.constexpr(0.41421356237309503)
 
 # atan(x) = x · P(x²) on |x| ≤ tan(π/8): least-squares fit (float64, 2000 Chebyshev nodes in x²)
 # of atan(x)/x by a degree-5 polynomial in x². Evaluated in float32 the error is ≤ 3e-8 absolute
-# (≈ 1.5 ulp); tests/kernels/test_atan.py checks it against math.atan2 on a dense grid.
+# (≈ 1.5 ulp); tests/kernels/test_kernel_atan.py checks it against math.atan2 on a dense grid.
 ATAN_C0: tl.constexpr = tl.constexpr(0.9999999993921003)
 ATAN_C1: tl.constexpr = tl.constexpr(-0.33333307493429604)
 ATAN_C2: tl.constexpr = tl.constexpr(0.19998210797563115)
