@@ -12,6 +12,7 @@ from pathlib import Path
 import torch
 
 from glico import __version__
+from glico._argtypes import nonnegative_float, nonnegative_int, positive_float, positive_int
 from glico.names import ModelSpec, build_model, choices
 
 log = logging.getLogger("glico")
@@ -32,14 +33,19 @@ def _setup_logging(log_file: Path | None = None, verbose: bool = False) -> None:
         root.addHandler(fh)
 
 
-def _positive_int(text: str) -> int:
-    try:
-        v = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a whole number >= 1, got {text!r}") from None
-    if v < 1:
-        raise argparse.ArgumentTypeError(f"expected a whole number >= 1, got {v}")
-    return v
+_positive_int = positive_int
+
+
+def _show_defaults(parser: argparse.ArgumentParser) -> None:
+    """End every option's help with its default, unless the help already states it or there is none."""
+    for action in parser._actions:
+        text, default = action.help or "", action.default
+        if (not action.option_strings or default is None or default is False or default == argparse.SUPPRESS
+                or text == argparse.SUPPRESS
+                or "default" in text.lower()):
+            continue
+        shown = ",".join(map(str, default)) if isinstance(default, (tuple, list)) else str(default)
+        action.help = f"{text} (default: {shown.replace('%', '%%')})".strip()
 
 
 def _loss_name(text: str) -> str:
@@ -72,7 +78,7 @@ def _family_args(p: argparse.ArgumentParser, classifier_flag: str = "--classifie
                    help="GLICO's conditional classifier f (default: weak)")
     g.add_argument("--class-loss", default="ce", choices=choices("class_loss"))
     g.add_argument("--code-dim", default=128, type=_positive_int)
-    g.add_argument("--gamma", default=0.1, type=float, help="weight of the classification term")
+    g.add_argument("--gamma", default=0.1, type=nonnegative_float, help="weight of the classification term")
 
 
 def _spec_from_args(args, image_shape, num_classes) -> ModelSpec:
@@ -193,6 +199,13 @@ def cmd_fit(args) -> int:
                                     f"run without --resume to start a fit there")
         if not (out / "run.json").is_file():
             raise FileNotFoundError(f"--resume: {out} has {ckpt.name} but no run.json; it was not written by 'glico fit'")
+    else:
+        earlier = [f for f in RUN_FILES if (out / f).exists()]
+        if earlier and not args.overwrite:
+            raise ValueError(f"{out} already holds a fit ({', '.join(earlier)}); add --resume to continue it, "
+                             f"--overwrite to replace it, or give another --out")
+        for f in earlier:  # --overwrite: no file of the earlier fit is left beside the new one
+            (out / f).unlink()
     out.mkdir(parents=True, exist_ok=True)
     _setup_logging(out / "log.txt", verbose=args.verbose)
     torch.manual_seed(args.seed)  # the model's initial weights: the same seed gives the same run
@@ -217,9 +230,6 @@ def cmd_fit(args) -> int:
                              f"Rerun with the original settings, or start a new fit in another --out folder")
         log.info("resuming the fit in %s", out)
     else:
-        if ckpt.is_file():
-            print(f"glico fit: note: {out} already holds a checkpoint of an earlier fit; this fit starts afresh and "
-                  f"will replace it (add --resume to continue the earlier fit instead)", file=sys.stderr)
         (out / "run.json").write_text(json.dumps(run, indent=2))
         log.info("fitting %s on %s, %d per class", spec, args.data, args.spc)
     try:
@@ -239,6 +249,11 @@ def cmd_fit(args) -> int:
     print(f"fitted in {history.seconds:.1f} s{resumed}; reconstruction loss {history.reconstruction[0]:.4f} -> "
           f"{history.reconstruction[-1]:.4f}. Run folder: {out} (checkpoint.pt, samples.png, reconstructions.png, log.txt)")
     return 0
+
+
+# What 'glico fit' writes into its run folder (log.txt is appended to, never replaced).
+RUN_FILES = ("checkpoint.pt", "run.json", "history.json", "samples.png", "reconstructions.png", "interpolation.png",
+             "losses.png")
 
 
 # Entries of run.json that may change between an interrupted fit and its resume.
@@ -350,21 +365,24 @@ def build_parser() -> argparse.ArgumentParser:
     f.add_argument("--out", required=True, help="run folder")
     f.add_argument("--epochs", default=200, type=_positive_int)
     f.add_argument("--batch-size", default=128, type=_positive_int)
-    f.add_argument("--lr", default=1e-3, type=float)
-    f.add_argument("--lr-codes", default=1e-2, type=float)
-    f.add_argument("--device", default="cpu")
+    f.add_argument("--lr", default=1e-3, type=positive_float, help="Adam learning rate of the generator and f")
+    f.add_argument("--lr-codes", default=1e-2, type=positive_float, help="Adam learning rate of the codes")
+    f.add_argument("--device", default="cpu", help="cpu | cuda | cuda:N")
     f.add_argument("--image-size", default=None, type=_positive_int, help="resize images to this size (a power of two)")
     f.add_argument("--transductive", action="store_true", help="also reconstruct the (unlabelled) test images")
-    f.add_argument("--checkpoint-every", default=0, type=int,
+    f.add_argument("--checkpoint-every", default=0, type=nonnegative_int,
                    help="steps between checkpoints (0: none by step count); one is also written at the end and on Ctrl-C")
-    f.add_argument("--checkpoint-minutes", default=10.0, type=float,
+    f.add_argument("--checkpoint-minutes", default=10.0, type=nonnegative_float,
                    help="minutes between checkpoints (default 10; 0: none by time)")
     f.add_argument("--resume", action="store_true",
                    help="continue the interrupted fit in --out (same command, same settings) from its checkpoint")
+    f.add_argument("--overwrite", action="store_true",
+                   help="replace the fit already in --out (its checkpoint, run.json and pictures are deleted first); "
+                        "without it such a folder is refused")
     f.add_argument("--deterministic", action="store_true",
                    help="deterministic GPU algorithms (slower; see docs/reliability.md)")
-    f.add_argument("--quiet", action="store_true")
-    f.add_argument("--verbose", action="store_true")
+    f.add_argument("--quiet", action="store_true", help="no progress bar")
+    f.add_argument("--verbose", action="store_true", help="INFO log lines on the console (losses at each log point, checkpoints); they always go to log.txt")
     _family_args(f)
     f.set_defaults(func=cmd_fit, fit_parser=f)
 
@@ -384,6 +402,8 @@ def build_parser() -> argparse.ArgumentParser:
     from glico.experiments.merge import add_merge_parser
 
     add_merge_parser(sub)
+    for command in sub.choices.values():
+        _show_defaults(command)
     return p
 
 
@@ -394,7 +414,7 @@ def main(argv: list[str] | None = None) -> int:
         torch.set_num_threads(args.threads)
     try:
         return args.func(args)
-    except (ValueError, FileNotFoundError, RuntimeError, TypeError) as e:
+    except (ValueError, FileNotFoundError, RuntimeError, TypeError, FloatingPointError) as e:  # FPE: non-finite fit
         if os.environ.get("GLICO_DEBUG"):
             raise
         print(f"glico {args.command}: error: {e}", file=sys.stderr)

@@ -35,6 +35,9 @@ from glico.experiments.evaluate import (
     _downstream_classifiers,
     _int_list,
     add_precision_flag,
+    add_resume_flag,
+    default_batch_size,
+    default_lr,
     aggregate,
     downstream_config,
     fit_glico,
@@ -45,6 +48,8 @@ from glico.experiments.evaluate import (
 )
 from glico.experiments.downstream import resolve_precision
 from glico.experiments.policies import policy_names
+from glico.experiments.runlog import RunLog
+from glico._argtypes import nonnegative_float, positive_float, positive_int, positive_int_list
 
 log = logging.getLogger(__name__)
 
@@ -368,6 +373,7 @@ def run_ablation(
     max_test: int | None = None,
     echo: Callable[[str], None] | None = None,
     precision: str = "auto",
+    resume: bool = False,
 ) -> dict:
     """Run an ablation: every variant on the same splits with the same budgets; mean ± STE over seeds.
 
@@ -402,6 +408,10 @@ def run_ablation(
         precision: the downstream classifier's arithmetic: ``auto`` (bf16 autocast + channels_last on
             GPUs with bf16 tensor cores, else fp32), ``fp32`` or ``bf16`` (CUDA only).
         echo: where progress lines go (default: the ``glico.experiments.ablations`` logger, INFO).
+        resume: keep the finished runs in ``out/runs.jsonl`` (written as each run ends, so an
+            interruption loses only the run in progress) and run only the missing ones; the settings
+            must be the same (the device may differ). Without it, an ``out`` holding finished runs is
+            refused.
 
     Returns:
         The results (as written to results.json): ``runs`` (per spc, seed and variant: top1, top5 in %,
@@ -451,59 +461,77 @@ def run_ablation(
     if out is not None:
         out.mkdir(parents=True, exist_ok=True)
 
-    runs: list[dict] = []
-    shown_fits: set[int] = set()  # a fit shared by several rows is reported with the first of them
-    total = len(spcs) * len(seeds) * len(variants)
-    started = time.perf_counter()
-    done = 0
-    say(f"glico ablate: {len(variants)} variants ({', '.join(names)}) on {ds.name}, {k} classes, "
-        f"{ds.test.images.shape[0]} test images; spc {list(spcs)}, seeds {list(seeds)}, downstream {classifier}, "
-        f"{epochs} epochs, GLICO fit {fit_epochs} epochs, on {device}")
-    for spc in spcs:
-        for seed in seeds:
-            train, _ = small_sample_split(ds.train, spc, seed)
-            tcfg = downstream_config(train.images.shape[0], h, epochs=epochs, batch_size=batch_size, lr=lr,
-                                     weight_decay=weight_decay, flip=flip, seed=seed, device=device, progress=progress,
-                                     precision=precision)
-            fitted: dict[tuple, tuple[Any, dict]] = {}
-            pictured: set[tuple] = set()  # (fit, interpolator) pairs whose sample grid is written
-            for i, v in enumerate(variants):
-                augmenter, fit_info = None, None
-                if v.uses_glico:
-                    key = _fit_key(v, base)
-                    if key not in fitted:
-                        fitted[key] = fit_variant(v, ds, train, spc=spc, seed=seed, base_model=base,
-                                                  fit_epochs=fit_epochs, fit_batch_size=fit_batch_size, device=device,
-                                                  progress=progress)
-                    model, fit_info = fitted[key]
-                    spec = variant_spec(v, (c, h, w), k, base)
-                    model.interpolator = resolve("interpolator", spec.interpolator)(spec)
-                    if out is not None and (key, spec.interpolator) not in pictured:
-                        pictured.add((key, spec.interpolator))
-                        save_grid(class_grid(model, 8, seed), out / f"samples-{_slug(v.name)}-spc{spc}-seed{seed}.png",
-                                  nrow=8)
-                    augmenter = GLICOAugmenter(model, p=glico_p, seed=seed)
-                    # Free a fit no later variant of this split shares.
-                    if not any(u.uses_glico and _fit_key(u, base) == key for u in variants[i + 1:]):
-                        del fitted[key]
-                acc = train_and_score(v.policy, factory, train, ds.test, tcfg, augmenter=augmenter, seed=seed,
-                                      desc=f"{v.name} spc{spc} s{seed}")
-                del augmenter
-                runs.append({"spc": spc, "seed": seed, "variant": v.name, "policy": v.policy, **acc,
-                             "steps": tcfg.steps, "fit": fit_info})
-                done += 1
-                eta = (time.perf_counter() - started) / done * (total - done)
-                fit_s = f"fit {fit_info['seconds']:.0f} s + " if fit_info and id(fit_info) not in shown_fits else ""
-                if fit_info:
-                    shown_fits.add(id(fit_info))
-                say(f"  spc {spc:>3} seed {seed} {v.name:>28}: top-1 {acc['top1']:6.2f} %  top-5 {acc['top5']:6.2f} %  "
-                    f"({fit_s}train {acc['seconds']:.0f} s; {done}/{total} done, about {eta / 60:.1f} min left)")
-    summary = aggregate(runs, key="variant")
     settings = {"data": data_spec, "spcs": list(spcs), "seeds": list(seeds), "classifier": classifier,
                 "epochs": epochs, "fit_epochs": fit_epochs, "base_model": base, "device": device, "table": table,
                 "batch_size": batch_size, "lr": lr, "weight_decay": weight_decay, "glico_p": glico_p,
                 "fit_batch_size": fit_batch_size, "image_size": image_size, "max_test": max_test,
                 "precision": precision}
+    kept = RunLog(out, {"command": "ablate", "glico_version": __version__, "settings": settings,
+                        "variants": [v.to_dict() for v in variants]},
+                  ("spc", "seed", "variant"), resume=resume, free={"settings.device"})
+    runs: list[dict] = []
+    shown_fits: set[int] = set()  # a fit shared by several rows is reported with the first of them
+    total = len(spcs) * len(seeds) * len(variants)
+    started = time.perf_counter()
+    done = ran = 0
+    say(f"glico ablate: {len(variants)} variants ({', '.join(names)}) on {ds.name}, {k} classes, "
+        f"{ds.test.images.shape[0]} test images; spc {list(spcs)}, seeds {list(seeds)}, downstream {classifier}, "
+        f"{epochs} epochs, GLICO fit {fit_epochs} epochs, on {device}")
+    if len(kept):
+        say(f"  resuming: {len(kept)} of {total} runs already finished in {out}")
+    try:
+        for spc in spcs:
+            for seed in seeds:
+                train, _ = small_sample_split(ds.train, spc, seed)
+                tcfg = downstream_config(train.images.shape[0], h, epochs=epochs, batch_size=batch_size, lr=lr,
+                                         weight_decay=weight_decay, flip=flip, seed=seed, device=device,
+                                         progress=progress, precision=precision)
+                todo = [v for v in variants if kept.done(spc=spc, seed=seed, variant=v.name) is None]
+                fitted: dict[tuple, tuple[Any, dict]] = {}
+                pictured: set[tuple] = set()  # (fit, interpolator) pairs whose sample grid is written
+                for i, v in enumerate(variants):
+                    done += 1
+                    previous = kept.done(spc=spc, seed=seed, variant=v.name)
+                    if previous is not None:
+                        runs.append(previous)
+                        continue
+                    augmenter, fit_info = None, None
+                    if v.uses_glico:
+                        key = _fit_key(v, base)
+                        if key not in fitted:
+                            fitted[key] = fit_variant(v, ds, train, spc=spc, seed=seed, base_model=base,
+                                                      fit_epochs=fit_epochs, fit_batch_size=fit_batch_size,
+                                                      device=device, progress=progress)
+                        model, fit_info = fitted[key]
+                        spec = variant_spec(v, (c, h, w), k, base)
+                        model.interpolator = resolve("interpolator", spec.interpolator)(spec)
+                        if out is not None and (key, spec.interpolator) not in pictured:
+                            pictured.add((key, spec.interpolator))
+                            save_grid(class_grid(model, 8, seed),
+                                      out / f"samples-{_slug(v.name)}-spc{spc}-seed{seed}.png", nrow=8)
+                        augmenter = GLICOAugmenter(model, p=glico_p, seed=seed)
+                        # Free a fit no later variant of this split still to run shares.
+                        if not any(u.uses_glico and _fit_key(u, base) == key for u in todo[todo.index(v) + 1:]):
+                            del fitted[key]
+                    acc = train_and_score(v.policy, factory, train, ds.test, tcfg, augmenter=augmenter, seed=seed,
+                                          desc=f"{v.name} spc{spc} s{seed}")
+                    del augmenter
+                    run = {"spc": spc, "seed": seed, "variant": v.name, "policy": v.policy, **acc,
+                           "steps": tcfg.steps, "fit": fit_info}
+                    kept.add(run)
+                    runs.append(run)
+                    ran += 1
+                    eta = (time.perf_counter() - started) / ran * (total - done)
+                    fit_s = f"fit {fit_info['seconds']:.0f} s + " if fit_info and id(fit_info) not in shown_fits else ""
+                    if fit_info:
+                        shown_fits.add(id(fit_info))
+                    say(f"  spc {spc:>3} seed {seed} {v.name:>28}: top-1 {acc['top1']:6.2f} %  "
+                        f"top-5 {acc['top5']:6.2f} %  ({fit_s}train {acc['seconds']:.0f} s; {done}/{total} done, "
+                        f"about {eta / 60:.1f} min left)")
+    except KeyboardInterrupt:
+        say(f"glico ablate: interrupted; {kept.interrupted_message()}")
+        raise
+    summary = aggregate(runs, key="variant")
     results = {
         "glico_version": __version__,
         "table": table,
@@ -602,25 +630,26 @@ def add_ablate_parser(sub, family_args: Callable[[argparse.ArgumentParser], None
                         "Hypercube/ResNet Init, Additive Noise, Cosine Loss; 4: with/without AutoAugment; "
                         "5: unlabelled images added; fig7: weak vs strong f across --spc")
     a.add_argument("--data", required=True, help="digits | cifar10:DIR | cifar100:DIR | cub:DIR | folder:PATH")
-    a.add_argument("--spc", required=True, type=_int_list, help="samples per class, e.g. 25 (fig7: 10,25,50,100,250)")
+    a.add_argument("--spc", required=True, type=positive_int_list, help="samples per class, e.g. 25 (fig7: 10,25,50,100,250)")
     a.add_argument("--seeds", default=(0, 1, 2), type=_int_list, help="comma-separated seeds (default 0,1,2)")
     a.add_argument("--out", required=True, help="folder for results.json, results.md, results.png")
     a.add_argument("--only", default=None,
                    help="comma-separated variant names to run (case-insensitive), e.g. 'GLICO,No Noise'")
     a.add_argument("--classifier", default="wrn-28-10", choices=list(_downstream_classifiers()),
                    help="downstream classifier (weak = the fast CPU option)")
-    a.add_argument("--epochs", default=200, type=int,
+    a.add_argument("--epochs", default=200, type=positive_int,
                    help="downstream budget: epochs over the split oversampled to 5000 images (paper: 200)")
-    a.add_argument("--fit-epochs", default=200, type=int, help="GLICO fit budget in epochs")
-    a.add_argument("--batch-size", default=None, type=int, help="default 128 (CUB: 16)")
-    a.add_argument("--lr", default=None, type=float, help="default 0.1 (CUB: 0.001)")
-    a.add_argument("--glico-p", default=0.5, type=float, help="GLICO replacement probability")
-    a.add_argument("--image-size", default=None, type=int)
+    a.add_argument("--fit-epochs", default=200, type=positive_int, help="GLICO fit budget in epochs (default: 200)")
+    a.add_argument("--batch-size", default=None, type=positive_int, help="default 128 (CUB: 16)")
+    a.add_argument("--lr", default=None, type=positive_float, help="default 0.1 (CUB: 0.001)")
+    a.add_argument("--glico-p", default=0.5, type=nonnegative_float, help="GLICO replacement probability (default: 0.5)")
+    a.add_argument("--image-size", default=None, type=positive_int, help="resize images to this side (default: as stored)")
     a.add_argument("--max-test", default=None, type=int,
                    help="score on a fixed stratified subsample of the test set (Transductive then adds only these)")
-    a.add_argument("--device", default="cpu")
+    a.add_argument("--device", default="cpu", help="cpu | cuda | cuda:N (default: cpu)")
     add_precision_flag(a)
     a.add_argument("--quiet", action="store_true")
+    add_resume_flag(a)
     family_args(a)
     a.set_defaults(func=cmd_ablate)
     return a
@@ -641,13 +670,12 @@ def _select(table: str, only: str | None) -> list[Variant]:
 
 
 def cmd_ablate(args) -> int:
-    cub = args.data.startswith("cub:")
     run_ablation(
         _select(args.table, args.only), data=args.data, spcs=args.spc, seeds=args.seeds, classifier=args.classifier,
         epochs=args.epochs, fit_epochs=args.fit_epochs, base_model=model_fields_from_args(args), device=args.device,
-        out=Path(args.out), progress=not args.quiet, table=args.table, batch_size=args.batch_size or (16 if cub else 128),
-        lr=args.lr or (0.001 if cub else 0.1), glico_p=args.glico_p, image_size=args.image_size,
-        max_test=args.max_test, echo=print, precision=args.precision,
+        out=Path(args.out), progress=not args.quiet, table=args.table, batch_size=default_batch_size(args),
+        lr=default_lr(args), glico_p=args.glico_p, image_size=args.image_size,
+        max_test=args.max_test, echo=print, precision=args.precision, resume=args.resume,
     )
     print((Path(args.out) / "results.md").read_text())
     return 0

@@ -24,6 +24,8 @@ from torch import nn
 from glico import __version__
 from glico.experiments.downstream import PRECISIONS, TrainConfig, evaluate, resolve_precision, steps_for, train_classifier
 from glico.experiments.policies import build_policy, policy_names
+from glico.experiments.runlog import RunLog
+from glico._argtypes import int_list, nonnegative_float, positive_float, positive_int, positive_int_list
 
 log = logging.getLogger(__name__)
 
@@ -104,8 +106,14 @@ def mean_ste(values: list[float]) -> tuple[float, float]:
     return m, (statistics.stdev(values) / math.sqrt(len(values)) if len(values) > 1 else 0.0)
 
 
-def run_evaluation(cfg: EvaluateConfig, out: Path, progress: bool = True, echo: Callable[[str], None] = print) -> dict:
+def run_evaluation(cfg: EvaluateConfig, out: Path, progress: bool = True, echo: Callable[[str], None] = print,
+                   resume: bool = False) -> dict:
     """Run the evaluation grid and write results.json, results.md and results.png under ``out``.
+
+    Every finished run is kept in ``out/runs.jsonl`` at once (:mod:`glico.experiments.runlog`), so an
+    interruption loses only the run in progress; ``resume=True`` keeps those runs and runs only the
+    missing ones (same settings required; the device may differ). Without it, a folder that already
+    holds finished runs is refused.
 
     Returns:
         The results dictionary written to results.json.
@@ -123,39 +131,55 @@ def run_evaluation(cfg: EvaluateConfig, out: Path, progress: bool = True, echo: 
     flip = data.name != "digits"  # digits are not mirror-symmetric
     factory = _downstream_classifiers()[cfg.classifier]
     runs: list[dict] = []
-    needs_glico = any(m in GLICO_METHODS for m in cfg.methods)
     total = len(cfg.spcs) * len(cfg.seeds) * len(cfg.methods)
+    config = {**asdict(cfg), "spcs": list(cfg.spcs), "seeds": list(cfg.seeds), "methods": list(cfg.methods)}
+    kept = RunLog(out, {"command": "evaluate", "glico_version": __version__, "config": config},
+                  ("spc", "seed", "method"), resume=resume, free={"config.device"})
     started = time.perf_counter()
-    done = 0
+    done = ran = 0
     echo(f"glico evaluate: {data.name}, {k} classes, {data.test.images.shape[0]} test images; spc {list(cfg.spcs)}, "
          f"seeds {list(cfg.seeds)}, methods {', '.join(cfg.methods)}, classifier {cfg.classifier} on {cfg.device}")
-    for spc in cfg.spcs:
-        for seed in cfg.seeds:
-            train, chosen = small_sample_split(data.train, spc, seed)
-            tcfg = downstream_config(train.images.shape[0], h, epochs=cfg.epochs, batch_size=cfg.batch_size, lr=cfg.lr,
-                                     weight_decay=cfg.weight_decay, flip=flip, seed=seed, device=cfg.device,
-                                     progress=progress, precision=cfg.precision)
-            augmenter = None
-            fit_info: dict[str, Any] = {}
-            if needs_glico:
-                model, fit_info = fit_glico(cfg.model, train, seed=seed, epochs=cfg.fit_epochs,
-                                            batch_size=cfg.fit_batch_size, device=cfg.device, progress=progress,
-                                            samples_png=out / f"samples-spc{spc}-seed{seed}.png")
-                augmenter = GLICOAugmenter(model, p=cfg.glico_p, seed=seed)
-            for method in cfg.methods:
-                acc = train_and_score(method, factory, train, data.test, tcfg, augmenter=augmenter, seed=seed,
-                                      desc=f"{method} spc{spc} s{seed}")
-                runs.append({"spc": spc, "seed": seed, "method": method, **acc,
-                             "steps": tcfg.steps, "fit": fit_info if method in GLICO_METHODS else None})
-                done += 1
-                elapsed = time.perf_counter() - started
-                eta = elapsed / done * (total - done)
-                echo(f"  spc {spc:>3} seed {seed} {method:>18}: top-1 {acc['top1']:6.2f} %  top-5 {acc['top5']:6.2f} %  "
-                     f"({acc['seconds']:.0f} s; {done}/{total} done, about {eta / 60:.1f} min left)")
+    if len(kept):
+        echo(f"  resuming: {len(kept)} of {total} runs already finished in {out}")
+    try:
+        for spc in cfg.spcs:
+            for seed in cfg.seeds:
+                todo = [m for m in cfg.methods if kept.done(spc=spc, seed=seed, method=m) is None]
+                train, chosen = small_sample_split(data.train, spc, seed)
+                tcfg = downstream_config(train.images.shape[0], h, epochs=cfg.epochs, batch_size=cfg.batch_size,
+                                         lr=cfg.lr, weight_decay=cfg.weight_decay, flip=flip, seed=seed,
+                                         device=cfg.device, progress=progress, precision=cfg.precision)
+                augmenter = None
+                fit_info: dict[str, Any] = {}
+                if any(m in GLICO_METHODS for m in todo):
+                    model, fit_info = fit_glico(cfg.model, train, seed=seed, epochs=cfg.fit_epochs,
+                                                batch_size=cfg.fit_batch_size, device=cfg.device, progress=progress,
+                                                samples_png=out / f"samples-spc{spc}-seed{seed}.png")
+                    augmenter = GLICOAugmenter(model, p=cfg.glico_p, seed=seed)
+                for method in cfg.methods:
+                    done += 1
+                    previous = kept.done(spc=spc, seed=seed, method=method)
+                    if previous is not None:
+                        runs.append(previous)
+                        continue
+                    acc = train_and_score(method, factory, train, data.test, tcfg, augmenter=augmenter, seed=seed,
+                                          desc=f"{method} spc{spc} s{seed}")
+                    run = {"spc": spc, "seed": seed, "method": method, **acc,
+                           "steps": tcfg.steps, "fit": fit_info if method in GLICO_METHODS else None}
+                    kept.add(run)
+                    runs.append(run)
+                    ran += 1
+                    eta = (time.perf_counter() - started) / ran * (total - done)
+                    echo(f"  spc {spc:>3} seed {seed} {method:>18}: top-1 {acc['top1']:6.2f} %  "
+                         f"top-5 {acc['top5']:6.2f} %  ({acc['seconds']:.0f} s; {done}/{total} done, "
+                         f"about {eta / 60:.1f} min left)")
+    except KeyboardInterrupt:
+        echo(f"glico evaluate: interrupted; {kept.interrupted_message()}")
+        raise
     summary = aggregate(runs)
     results = {
         "glico_version": __version__,
-        "config": {**asdict(cfg), "spcs": list(cfg.spcs), "seeds": list(cfg.seeds), "methods": list(cfg.methods)},
+        "config": config,
         "recipe": {"steps_per_run": {str(s): steps_for(s * k, cfg.batch_size, cfg.epochs) for s in cfg.spcs},
                    "optimizer": "SGD, Nesterov momentum 0.9, step schedule x0.2 at 30/60/80 %",
                    "precision": precision,
@@ -315,14 +339,7 @@ def plot_results(summary: list[dict], path: Path, title: str, key: str = "method
 
 
 # ------------------------------------------------------------------------------------------ CLI
-def _int_list(text: str) -> tuple[int, ...]:
-    try:
-        values = tuple(int(v) for v in text.split(",") if v.strip())
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected comma-separated whole numbers, got {text!r}") from None
-    if not values:
-        raise argparse.ArgumentTypeError("expected at least one number")
-    return values
+_int_list = int_list  # the name glico.experiments.ablations imports
 
 
 def _methods(text: str) -> tuple[str, ...]:
@@ -331,6 +348,9 @@ def _methods(text: str) -> tuple[str, ...]:
     bad = [m for m in names if m not in valid]
     if bad or not names:
         raise argparse.ArgumentTypeError(f"unknown method(s) {', '.join(bad) or '(none)'}; valid: {', '.join(valid)}")
+    repeated = sorted({m for m in names if names.count(m) > 1})
+    if repeated:
+        raise argparse.ArgumentTypeError(f"{', '.join(repeated)} given more than once in {text!r}; each method runs once")
     return names
 
 
@@ -338,24 +358,25 @@ def add_evaluate_parser(sub, family_args: Callable[[argparse.ArgumentParser], No
     """Register ``glico evaluate`` on the CLI's subparsers."""
     e = sub.add_parser("evaluate", help="downstream accuracy of GLICO vs augmentation baselines, mean ± STE over seeds")
     e.add_argument("--data", required=True, help="digits | cifar10:DIR | cifar100:DIR | cub:DIR | folder:PATH")
-    e.add_argument("--spc", required=True, type=_int_list, help="samples per class, e.g. 10 or 10,25,50")
+    e.add_argument("--spc", required=True, type=positive_int_list, help="samples per class, e.g. 10 or 10,25,50")
     e.add_argument("--seeds", default=(0, 1, 2), type=_int_list, help="comma-separated seeds (default 0,1,2)")
     e.add_argument("--methods", default=("baseline", "glico"), type=_methods,
                    help=f"comma-separated: {', '.join(policy_names())}")
     e.add_argument("--out", required=True, help="folder for results.json, results.md, results.png")
     e.add_argument("--classifier", default="wrn-28-10", choices=list(_downstream_classifiers()),
                    help="downstream classifier (weak = the fast CPU option)")
-    e.add_argument("--epochs", default=200, type=int,
+    e.add_argument("--epochs", default=200, type=positive_int,
                    help="classifier budget: epochs over the split oversampled to 5000 images (paper: 200 -> 8000 steps at batch 128)")
-    e.add_argument("--fit-epochs", default=200, type=int, help="GLICO fit budget in epochs")
-    e.add_argument("--batch-size", default=None, type=int, help="default 128 (CUB: 16)")
-    e.add_argument("--lr", default=None, type=float, help="default 0.1 (CUB: 0.001)")
-    e.add_argument("--glico-p", default=0.5, type=float, help="GLICO replacement probability")
-    e.add_argument("--image-size", default=None, type=int)
+    e.add_argument("--fit-epochs", default=200, type=positive_int, help="GLICO fit budget in epochs (default: 200)")
+    e.add_argument("--batch-size", default=None, type=positive_int, help="default 128 (CUB: 16)")
+    e.add_argument("--lr", default=None, type=positive_float, help="default 0.1 (CUB: 0.001)")
+    e.add_argument("--glico-p", default=0.5, type=nonnegative_float, help="GLICO replacement probability (default: 0.5)")
+    e.add_argument("--image-size", default=None, type=positive_int, help="resize images to this side (default: as stored)")
     e.add_argument("--max-test", default=None, type=int, help="evaluate on a fixed stratified subsample of the test set")
-    e.add_argument("--device", default="cpu")
+    e.add_argument("--device", default="cpu", help="cpu | cuda | cuda:N (default: cpu)")
     add_precision_flag(e)
     e.add_argument("--quiet", action="store_true")
+    add_resume_flag(e)
     family_args(e)
     e.set_defaults(func=cmd_evaluate)
     return e
@@ -373,6 +394,14 @@ def model_fields_from_args(args) -> dict[str, Any]:
     return fields
 
 
+def add_resume_flag(parser: argparse.ArgumentParser) -> None:
+    """``--resume`` of a grid (evaluate, ablate)."""
+    parser.add_argument("--resume", action="store_true",
+                        help="keep the finished runs in --out (runs.jsonl, written as each run ends) and run only the "
+                             "missing ones; the settings must be the same. Without it, an --out holding finished runs "
+                             "is refused")
+
+
 def add_precision_flag(parser: argparse.ArgumentParser) -> None:
     """``--precision`` of the downstream classifier (evaluate, ablate)."""
     parser.add_argument("--precision", default="auto", choices=list(PRECISIONS),
@@ -380,14 +409,23 @@ def add_precision_flag(parser: argparse.ArgumentParser) -> None:
                              "bf16 tensor cores (Ampere and later), fp32 elsewhere (default); fp32; bf16 (CUDA only)")
 
 
+def default_batch_size(args) -> int:
+    """``--batch-size``, else the protocol's: 16 for CUB (the paper's fine-tuning), 128 otherwise."""
+    return args.batch_size if args.batch_size is not None else (16 if args.data.startswith("cub:") else 128)
+
+
+def default_lr(args) -> float:
+    """``--lr``, else the protocol's: 0.001 for CUB, 0.1 otherwise."""
+    return args.lr if args.lr is not None else (0.001 if args.data.startswith("cub:") else 0.1)
+
+
 def cmd_evaluate(args) -> int:
-    cub = args.data.startswith("cub:")
     model = model_fields_from_args(args)
     cfg = EvaluateConfig(
         data=args.data, spcs=args.spc, seeds=args.seeds, methods=args.methods, classifier=args.classifier,
-        epochs=args.epochs, batch_size=args.batch_size or (16 if cub else 128), lr=args.lr or (0.001 if cub else 0.1),
+        epochs=args.epochs, batch_size=default_batch_size(args), lr=default_lr(args),
         glico_p=args.glico_p, fit_epochs=args.fit_epochs, model=model, image_size=args.image_size,
         max_test=args.max_test, device=args.device, precision=args.precision,
     )
-    run_evaluation(cfg, Path(args.out), progress=not args.quiet)
+    run_evaluation(cfg, Path(args.out), progress=not args.quiet, resume=args.resume)
     return 0

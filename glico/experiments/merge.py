@@ -9,8 +9,9 @@ merging the pieces gives the table the single command would have written.
     glico ablate --table 2 ... --seeds 1,2 --out abl/s12
     glico merge abl/s0 abl/s12 --out abl/all
 
-The pieces must agree on everything but the seeds, the SPCs, the variants (methods) and the device,
-and together cover the whole grid (every variant for every spc and seed); a (spc, seed, variant) that
+The pieces must agree on everything but the seeds, the SPCs, the variants (methods), the device and
+the spelling of the data path (the data as loaded must agree: name, classes, test images, image
+shape), and together cover the whole grid (every variant for every spc and seed); a (spc, seed, variant) that
 two pieces both ran is refused rather than silently picked.
 """
 from __future__ import annotations
@@ -21,9 +22,11 @@ from typing import Any, Sequence
 
 __all__ = ["merge_results", "cmd_merge", "add_merge_parser"]
 
-# Settings the pieces of one table may differ in (everything else must be equal).
-_FREE_ABLATE = {"seeds", "spcs", "device"}
-_FREE_EVALUATE = {"seeds", "spcs", "methods", "device"}
+# Settings the pieces of one table may differ in (everything else must be equal). The data spec is one of
+# them because pieces run on other machines spell the path differently; the data as loaded (name,
+# classes, test images, image shape: results["data"]) must still agree.
+_FREE_ABLATE = {"seeds", "spcs", "device", "data"}
+_FREE_EVALUATE = {"seeds", "spcs", "methods", "device", "data"}
 
 
 def _load(path: str | Path) -> tuple[Path, dict]:

@@ -108,12 +108,20 @@ def test_resume_with_other_settings_names_them(reference, tmp_path, capsys):
     assert "--spc: run.json has 2, this command 3" in capsys.readouterr().err
 
 
-def test_fresh_fit_over_an_old_checkpoint_says_so(reference, tmp_path, capsys):
+def test_fresh_fit_over_an_earlier_fit_is_refused_unless_told_to_overwrite(reference, tmp_path, capsys):
+    # Starting afresh would replace run.json before the first checkpoint: neither fit could resume.
     run = tmp_path / "run"
     run.mkdir()
-    (run / "checkpoint.pt").write_bytes((reference / "checkpoint.pt").read_bytes())
-    assert _fit(run, "--epochs", "1") == 0
-    assert "already holds a checkpoint" in capsys.readouterr().err
+    for name in ("checkpoint.pt", "run.json", "samples.png"):
+        (run / name).write_bytes((reference / name).read_bytes())
+    before = {p.name: p.read_bytes() for p in run.iterdir()}
+    assert _fit(run, "--epochs", "1") == 2
+    err = capsys.readouterr().err
+    assert "already holds a fit (checkpoint.pt, run.json, samples.png)" in err and "--overwrite" in err
+    assert {p.name: p.read_bytes() for p in run.iterdir()} == before  # nothing touched
+    assert _fit(run, "--epochs", "1", "--overwrite") == 0
+    assert json.loads((run / "run.json").read_text())["fit"]["epochs"] == 1
+    assert (run / "checkpoint.pt").read_bytes() != before["checkpoint.pt"]
 
 
 def test_nonfinite_loss_is_a_clear_cli_error(tmp_path, monkeypatch, capsys):

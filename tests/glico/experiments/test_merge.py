@@ -72,6 +72,18 @@ def test_pieces_with_other_settings_are_refused(pieces, tmp_path):
         merge_results([d / "a", other])
 
 
+def test_a_data_path_spelled_differently_merges_but_other_data_is_refused(pieces, tmp_path):
+    # Pieces run on other machines name the same data by other paths; what was loaded must agree.
+    d, _ = pieces
+    moved = _edited_copy(d / "b", tmp_path / "moved", lambda r: r["settings"].update(data="folder:/elsewhere/digits/"))
+    c = d / "c"
+    merged = merge_results([d / "a", moved, c])
+    assert merged["settings"]["data"] == "digits"  # the first piece's spelling
+    other = _edited_copy(d / "b", tmp_path / "other-data", lambda r: r["data"].update(n_test=59))
+    with pytest.raises(ValueError, match=r"data\.n_test: 60 vs 59"):
+        merge_results([d / "a", other, c])
+
+
 def test_a_grid_with_holes_is_refused(pieces):
     d, _ = pieces
     # seed 0 ran GLICO, Baseline and Lerp; seed 1 only Lerp: seed 1's GLICO and Baseline are missing

@@ -1,0 +1,124 @@
+"""glico evaluate / ablate keep every finished run as it ends: an interruption loses only the run in
+progress, --resume runs only the missing ones and gives the table an uninterrupted command writes,
+and a folder holding finished runs is never silently overwritten."""
+import json
+
+import pytest
+
+from glico.cli import main
+from glico.experiments import ablations, evaluate
+from glico.experiments.runlog import RUNS_FILE
+
+EVAL = ["evaluate", "--data", "digits", "--spc", "2", "--seeds", "0,1", "--methods", "baseline,glico",
+        "--epochs", "1", "--fit-epochs", "2", "--classifier", "weak", "--loss", "pixel", "--code-dim", "8",
+        "--max-test", "60", "--quiet"]
+ABLATE = ["ablate", "--table", "2", "--only", "GLICO,Lerp", "--data", "digits", "--spc", "2", "--seeds", "0",
+          "--epochs", "1", "--fit-epochs", "2", "--classifier", "weak", "--loss", "pixel", "--code-dim", "8",
+          "--max-test", "60", "--quiet"]
+
+
+def _scores(results, key):
+    return {(r["spc"], r["seed"], r[key]): (r["top1"], r["top5"]) for r in results["runs"]}
+
+
+def _interrupt_after(module, monkeypatch, n):
+    """Make ``module.train_and_score`` raise KeyboardInterrupt on its (n+1)-th call; returns the call log.
+    Earlier patches are undone first."""
+    monkeypatch.undo()
+    real, calls = module.train_and_score, []
+
+    def fake(method, *args, **kwargs):
+        calls.append(method)
+        if len(calls) > n:
+            raise KeyboardInterrupt
+        return real(method, *args, **kwargs)
+
+    monkeypatch.setattr(module, "train_and_score", fake)
+    return calls
+
+
+@pytest.fixture(scope="module")
+def uninterrupted(tmp_path_factory):
+    out = tmp_path_factory.mktemp("whole") / "ev"
+    assert main(EVAL + ["--out", str(out)]) == 0
+    return json.loads((out / "results.json").read_text())
+
+
+def test_an_interrupted_evaluate_keeps_finished_runs_and_resumes_to_the_same_table(uninterrupted, tmp_path,
+                                                                                   monkeypatch, capsys):
+    out = tmp_path / "ev"
+    _interrupt_after(evaluate, monkeypatch, 3)
+    assert main(EVAL + ["--out", str(out)]) == 130
+    assert "3 finished run(s) kept" in capsys.readouterr().out and not (out / "results.json").exists()
+    lines = (out / RUNS_FILE).read_text().splitlines()
+    assert len(lines) == 1 + 3 and json.loads(lines[0])["command"] == "evaluate"
+
+    # Without --resume the folder is refused, not overwritten.
+    assert main(EVAL + ["--out", str(out)]) == 2
+    assert "already holds 3 finished run(s)" in capsys.readouterr().err
+    assert len((out / RUNS_FILE).read_text().splitlines()) == 4
+
+    calls = _interrupt_after(evaluate, monkeypatch, 99)
+    assert main(EVAL + ["--out", str(out), "--resume"]) == 0
+    assert calls == ["glico"]  # only the missing run (seed 1, glico) trained
+    assert "resuming: 3 of 4 runs already finished" in capsys.readouterr().out
+    resumed = json.loads((out / "results.json").read_text())
+    assert _scores(resumed, "method") == _scores(uninterrupted, "method")
+    assert resumed["summary"] == uninterrupted["summary"]
+
+
+def test_resume_with_other_settings_names_them(tmp_path, monkeypatch, capsys):
+    out = tmp_path / "ev"
+    _interrupt_after(evaluate, monkeypatch, 1)
+    assert main(EVAL + ["--out", str(out)]) == 130
+    assert main(EVAL[:-1] + ["--fit-epochs", "3", "--quiet", "--out", str(out), "--resume"]) == 2
+    err = capsys.readouterr().err
+    assert "other settings" in err and "config.fit_epochs: 2 then, 3 now" in err
+
+
+def test_a_run_cut_short_by_a_kill_is_dropped_and_rerun(tmp_path, monkeypatch):
+    out = tmp_path / "ev"
+    _interrupt_after(evaluate, monkeypatch, 2)
+    assert main(EVAL + ["--out", str(out)]) == 130
+    with open(out / RUNS_FILE, "a") as f:
+        f.write('{"spc": 2, "seed": 1, "meth')  # a line a kill cut short
+    calls = _interrupt_after(evaluate, monkeypatch, 99)
+    assert main(EVAL + ["--out", str(out), "--resume"]) == 0
+    assert calls == ["baseline", "glico"]
+    assert len(json.loads((out / "results.json").read_text())["runs"]) == 4
+
+
+def test_an_interrupted_ablation_resumes_and_refits_only_what_the_missing_rows_need(tmp_path, monkeypatch, capsys):
+    whole = tmp_path / "whole"
+    assert main(ABLATE + ["--out", str(whole)]) == 0
+    out = tmp_path / "abl"
+    _interrupt_after(ablations, monkeypatch, 1)
+    assert main(ABLATE + ["--out", str(out)]) == 130
+    calls = _interrupt_after(ablations, monkeypatch, 99)
+    fits = []
+    real_fit = ablations.fit_glico
+    monkeypatch.setattr(ablations, "fit_glico", lambda *a, **k: (fits.append(1), real_fit(*a, **k))[1])
+    assert main(ABLATE + ["--out", str(out), "--resume"]) == 0
+    assert calls == ["glico"] and len(fits) == 1  # the Lerp row, on a fit of its own split
+    a = json.loads((whole / "results.json").read_text())
+    b = json.loads((out / "results.json").read_text())
+    assert _scores(a, "variant") == _scores(b, "variant")
+
+
+@pytest.mark.parametrize("flags, message", [
+    (["--seeds", "0,0"], "0 given more than once"),
+    (["--methods", "baseline,baseline"], "baseline given more than once"),
+    (["--spc", "2,2"], "2 given more than once"),
+    (["--spc", "0"], ">= 1"),
+    (["--seeds", "-1"], ">= 0"),
+    (["--lr", "0"], "a number > 0"),
+    (["--batch-size", "0"], ">= 1"),
+    (["--epochs", "0"], ">= 1"),
+    (["--gamma", "nan"], "a finite number"),
+    (["--glico-p", "-0.5"], ">= 0"),
+])
+def test_bad_grid_values_are_refused_before_any_work(flags, message, tmp_path, capsys):
+    with pytest.raises(SystemExit) as info:
+        main(EVAL + ["--out", str(tmp_path / "x")] + flags)
+    assert info.value.code == 2 and message in capsys.readouterr().err
+    assert not (tmp_path / "x").exists()
