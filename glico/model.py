@@ -12,6 +12,7 @@ Images are float tensors in [0, 1], shape (N, C, H, W), everywhere.
 from __future__ import annotations
 
 import logging
+import math
 from dataclasses import dataclass
 from typing import Any, Sequence
 
@@ -96,6 +97,8 @@ class GLICO(nn.Module):
             raise ValueError(f"num_classes must be >= 1; got {num_classes}")
         if code_dim < 1:
             raise ValueError(f"code_dim must be >= 1; got {code_dim}")
+        if not (math.isfinite(float(gamma)) and float(gamma) >= 0):
+            raise ValueError(f"gamma (the weight of the classification term) must be a finite number >= 0; got {gamma}")
         if not t_values or any(not 0.0 <= float(t) <= 1.0 for t in t_values):
             raise ValueError(f"t_values must be a non-empty set of numbers in [0, 1]; got {t_values}")
         c, h, w = image_shape
@@ -113,6 +116,9 @@ class GLICO(nn.Module):
             check_image_size(h)
             generator = DCGANGenerator(self.noise.out_dim(code_dim), image_size=h, channels=c)
         self.generator = generator
+        _require(generator, "generator", ("image_shape", "in_dim"),
+                 "a generator module with image_shape (C, H, W) and in_dim, the input length it takes "
+                 "(see docs/architecture.md)")
         if tuple(generator.image_shape) != self.image_shape:
             raise ValueError(f"generator makes images of shape {generator.image_shape}, but image_shape is {self.image_shape}")
         if generator.in_dim != self.noise.out_dim(code_dim):
@@ -121,8 +127,17 @@ class GLICO(nn.Module):
                 f"{self.noise.out_dim(code_dim)} from codes of length {code_dim}"
             )
         self.loss = PerceptualLoss() if loss is DEFAULT else loss
+        _require(self.loss, "loss", ("prepare_target", "forward_prepared"),
+                 "a reconstruction loss: subclass glico.losses.ReconstructionLossBase and write forward_prepared(pred, "
+                 "target) returning one loss per image (see docs/losses.md)")
         if classifier is DEFAULT:
             classifier = WeakCNN(in_channels=c, num_classes=num_classes, image_size=h)
+        if classifier is not None:
+            _require(classifier, "classifier", ("consumes_codes",),
+                     "a classifier module with consumes_codes (False: it classifies generated images, True: codes)")
+            k = getattr(classifier, "num_classes", None)
+            if k is not None and int(k) != self.num_classes:
+                raise ValueError(f"classifier has num_classes={k}, but the model has num_classes={self.num_classes}")
         self.classifier = classifier
         self.class_loss = CrossEntropy() if class_loss is DEFAULT else class_loss
         self.codes: CodeTable | None = None
@@ -182,14 +197,25 @@ class GLICO(nn.Module):
         fake = self.generator(self.noise(z, generator=noise_generator))
         if prepared_target is None:
             prepared_target = self.loss.prepare_target(images)
-        rec = self.loss.forward_prepared(fake, prepared_target).mean()
+        per_image = self.loss.forward_prepared(fake, prepared_target)
+        if per_image.shape != idx.shape:
+            raise ValueError(f"{type(self.loss).__name__} returned shape {tuple(per_image.shape)}; a reconstruction "
+                             f"loss returns one value per image ({tuple(idx.shape)})")
+        rec = per_image.mean()
         cls = torch.zeros((), device=rec.device)
         if self.classifier is not None and self.gamma != 0.0:
             y = self.labels[idx]
             lab = y >= 0
             inputs = z if self.classifier.consumes_codes else fake
+            logits = self.classifier(inputs)
+            if logits.dim() != 2 or logits.shape[1] != self.num_classes:
+                raise ValueError(f"classifier returned logits of shape {tuple(logits.shape)}; expected (B, {self.num_classes})")
             # Masked mean rather than boolean indexing: no host sync, same value.
-            per = self.class_loss(self.classifier(inputs), y.clamp_min(0))
+            per = self.class_loss(logits, y.clamp_min(0))
+            if per.shape != y.shape:
+                raise ValueError(f"class_loss returned shape {tuple(per.shape)}; it must return one loss per example "
+                                 f"({tuple(y.shape)}), e.g. nn.CrossEntropyLoss(reduction='none') or "
+                                 f"glico.classifiers.CrossEntropy(), so that unlabelled rows can be left out")
             cls = (per * lab).sum() / lab.sum().clamp_min(1)
         return StepLosses(rec + self.gamma * cls, rec, cls)
 
@@ -343,3 +369,10 @@ def _describe(part: Any) -> str:
     """A part's repr when its class defines one (ConcatNoise(dim=32, sigma=0.1)), else its class name:
     object's default repr holds a memory address, which would make every checkpoint unloadable."""
     return repr(part) if type(part).__repr__ is not object.__repr__ else type(part).__qualname__ + "()"
+
+
+def _require(part: Any, role: str, attributes: Sequence[str], what: str) -> None:
+    """Refuse at construction a part that lacks what the fit will use (instead of an AttributeError there)."""
+    missing = [a for a in attributes if not hasattr(part, a)]
+    if missing:
+        raise TypeError(f"{role} {type(part).__name__} has no {', '.join(missing)}; expected {what}")

@@ -225,3 +225,33 @@ def test_a_custom_part_without_repr_saves_and_loads(tmp_path):
     with pytest.raises(ValueError, match="noise: checkpoint has"):
         small_model(noise=NoNoise()).load(tmp_path / "m.pt")
 
+
+def test_custom_parts_that_break_the_contract_are_refused():
+    import torch.nn as nn
+
+    class NoShape(nn.Module):
+        in_dim = 48
+
+    with pytest.raises(TypeError, match="generator NoShape has no image_shape; expected a generator module"):
+        small_model(generator=NoShape())
+    with pytest.raises(TypeError, match="loss MSELoss has no prepare_target, forward_prepared"):
+        small_model(loss=nn.MSELoss())
+    with pytest.raises(ValueError, match="classifier has num_classes=10, but the model has num_classes=3"):
+        small_model(classifier=WeakCNN(in_channels=1, num_classes=10, image_size=8))
+    for gamma in (-1.0, float("nan")):
+        with pytest.raises(ValueError, match="gamma .* must be a finite number >= 0"):
+            small_model(gamma=gamma)
+
+    # What only a call shows is refused at the first step.
+    x, y = toy_data()
+    reduced = small_model(class_loss=nn.CrossEntropyLoss())  # mean over the batch: unlabelled rows would count
+    with pytest.raises(ValueError, match=r"class_loss returned shape \(\); it must return one loss per example"):
+        fit(reduced, x, y, config=FitConfig(epochs=1, progress=False))
+
+    class MeanPixel(PixelLoss):
+        def forward_prepared(self, pred, prepared):
+            return super().forward_prepared(pred, prepared).mean()
+
+    with pytest.raises(ValueError, match=r"MeanPixel returned shape \(\); a reconstruction loss returns one value per image"):
+        fit(small_model(loss=MeanPixel()), x, y, config=FitConfig(epochs=1, progress=False))
+

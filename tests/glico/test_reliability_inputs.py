@@ -155,8 +155,15 @@ def test_cli_unknown_data_scheme_and_device(tmp_path, capsys):
 
 
 def test_cli_bad_checkpoint_settings(tmp_path, capsys):
-    err = _cli_error(capsys, "--data", "digits", *TINY, "--checkpoint-every", "-1", "--out", str(tmp_path / "r"))
-    assert "checkpoint_every must be >= 0" in err
+    # argparse refuses these itself, with the usage line, before anything is read or written.
+    for flag, value, message in [("--checkpoint-every", "-1", "expected a whole number >= 0, got -1"),
+                                 ("--checkpoint-minutes", "nan", "expected a finite number, got 'nan'"),
+                                 ("--lr", "0", "expected a number > 0, got '0'")]:
+        with pytest.raises(SystemExit) as info:
+            main(["fit", "--data", "digits", *TINY, flag, value, "--out", str(tmp_path / "r")])
+        err = capsys.readouterr().err
+        assert info.value.code == 2 and f"glico fit: error: argument {flag}: {message}" in err, err
+        assert not (tmp_path / "r").exists()
 
 
 # ------------------------------------------------------------------------------------------ docs in sync
