@@ -70,7 +70,9 @@ class GLICO(nn.Module):
             classifier (plain GLO; the paper's "No Classifier" ablation).
         class_loss: CE (default) or CosineLoss.
         init: code initialiser. Default: RandomSphere().
-        gamma: weight γ of the classification term in L = L_rec + γ·L_cls.
+        gamma: weight γ of the classification term in L = L_rec + γ·L_cls. The paper's Algorithm 1
+            has γ but gives no value; 0.1 is this library's choice (the reconstruction term stays the
+            main objective). Every other default above is the paper's choice unless it says otherwise.
         t_values: the set t is drawn from when sampling (paper: 0.1, 0.2, 0.3, 0.4).
     """
 

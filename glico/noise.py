@@ -54,6 +54,12 @@ class ConcatNoise:
 class AdditiveNoise:
     """Add Gaussian noise to the code: input = z + ε, ε ~ N(0, σ²I) (the paper's "Additive Noise" ablation).
 
+    The paper gives no σ for either policy. The default here is 0.01, not ConcatNoise's 0.1: added to a
+    unit code of length d = 128, ε with σ = 0.1 has norm ≈ 0.1·√128 ≈ 1.1 and would swamp the code, while
+    concatenated it sits in coordinates of its own. The ablation therefore changes σ as well as where
+    ε enters; pass ``AdditiveNoise(sigma=0.1)`` (``noise=additive`` takes the default) to change only
+    the latter.
+
     Args:
         sigma: standard deviation of each component of ε.
     """

@@ -55,11 +55,13 @@ class FitConfig:
     """Settings of a GLICO fit.
 
     Args:
-        epochs: passes over the (labelled + unlabelled) images.
+        epochs: passes over the (labelled + unlabelled) images (default 200, as the command line and
+            ``glico evaluate``; the paper states no fit budget).
         batch_size: images per step (capped at the number of images).
         lr: Adam learning rate of the generator and classifier.
         lr_codes: learning rate of the codes (lazy Adam on the batch's rows, as SparseAdam).
-        betas: Adam betas for all three.
+        betas: Adam betas for all three. The paper gives no optimiser settings for the fit: these
+            (1e-3, 1e-2, (0.5, 0.999), cosine annealing) are this library's choices.
         cosine: anneal the learning rates to 0 along a cosine.
         seed: seeds code initialisation, shuffling and noise.
         device: where to fit ("cpu", "cuda", "cuda:1", ...).
@@ -100,7 +102,7 @@ class FitConfig:
             ``"max-autotune"``, ``"max-autotune-no-cudagraphs"``. Default off.
     """
 
-    epochs: int = 100
+    epochs: int = 200
     batch_size: int = 128
     lr: float = 1e-3
     lr_codes: float = 1e-2
