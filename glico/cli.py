@@ -191,6 +191,10 @@ def cmd_fit(args) -> int:
     from glico.viz import plot_losses
 
     resolve_device(args.device)
+    if args.image_size is not None and args.generator == "dcgan":  # before the data are decoded
+        from glico.generators.dcgan import check_image_size
+
+        check_image_size(args.image_size)
     out = Path(args.out)
     ckpt = out / "checkpoint.pt"
     if args.resume:

@@ -94,7 +94,11 @@ class DCGANGenerator(nn.Module):
 def check_image_size(image_size: int) -> None:
     """Raise a clear error unless ``image_size`` is a power of two in [8, 256]."""
     if not isinstance(image_size, int) or image_size < MIN_SIZE or image_size > MAX_SIZE or image_size & (image_size - 1):
+        hint = ""
+        if isinstance(image_size, int) and image_size > 0:
+            nearest = min(max(1 << (image_size - 1).bit_length(), MIN_SIZE), MAX_SIZE)
+            hint = f" (on the command line: --image-size {nearest})"
         raise ValueError(
             f"DCGAN generators produce square images whose side is a power of two from {MIN_SIZE} to {MAX_SIZE} "
-            f"(8, 16, 32, 64, 128, 256); got {image_size!r}. Resize your images to one of these sizes."
+            f"(8, 16, 32, 64, 128, 256); got {image_size!r}. Resize your images to one of these sizes{hint}."
         )

@@ -93,8 +93,9 @@ class LPIPSLoss(ReconstructionLossBase):
                 raise
             url = _BACKBONE_URLS[net]
             alternatives = (
-                "  - use pretrained=False (a random backbone: runs, but is not a perceptual metric), or another "
-                "loss: PerceptualLoss(weights=<local file>), LaplacianPyramidLoss() or PixelLoss()."
+                "  - use pretrained=False (--vgg-weights random: a random backbone; runs, but is not a perceptual "
+                "metric), or another loss: PerceptualLoss(weights=<local file>) (--loss perceptual --vgg-weights "
+                "FILE), LaplacianPyramidLoss() or PixelLoss() (--loss laplacian, --loss pixel)."
             )
             raise RuntimeError(
                 missing_weights_message(f"ImageNet backbone of LPIPS(net={net!r})", url, e, alternatives)

@@ -255,9 +255,10 @@ def _fetch_imagenet_state(weights: VGG16_Weights) -> Mapping[str, Tensor]:
     except FETCH_ERRORS as e:
         # See FETCH_ERRORS: every failure to get the file means the same to the user; the cause is chained.
         alternatives = (
-            "  - pass weights='/path/to/vgg16.pth', a local torchvision vgg16 state_dict (or of its .features), or\n"
-            "  - use weights=None (a random VGG-16: runs, but is not a perceptual loss), or a loss that needs no "
-            "download: LaplacianPyramidLoss() or PixelLoss()."
+            "  - pass weights='/path/to/vgg16.pth' (command line: --vgg-weights /path/to/vgg16.pth), a local "
+            "torchvision vgg16 state_dict (or of its .features), or\n"
+            "  - use weights=None (--vgg-weights random: a random VGG-16; runs, but is not a perceptual loss), or a "
+            "loss that needs no download: LaplacianPyramidLoss() or PixelLoss() (--loss laplacian, --loss pixel)."
         )
         raise RuntimeError(
             missing_weights_message(f"ImageNet VGG-16 weights ({weights})", weights.url, e, alternatives)

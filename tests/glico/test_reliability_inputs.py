@@ -128,7 +128,8 @@ def test_cli_archive_without_images(tmp_path, capsys, cache):
 
 def test_cli_image_size_the_generator_cannot_make(tmp_path, capsys):
     err = _cli_error(capsys, "--data", "digits", "--image-size", "24", *TINY, "--out", str(tmp_path / "r"))
-    assert "power of two from 8 to 256" in err and "got 24" in err
+    assert "power of two from 8 to 256" in err and "got 24" in err and "--image-size 32" in err
+    assert not (tmp_path / "r").exists()  # refused before the data are read or the run folder is made
 
 
 def test_cli_vgg_weights_of_the_wrong_network(tmp_path, capsys):
