@@ -320,15 +320,23 @@ def load_run(run: str | Path, device: str = "cpu"):
 
 
 # ---------------------------------------------------------------------------------------- sample
+GRID_SUFFIXES = (".png", ".jpg", ".jpeg", ".webp")
+
+
 def cmd_sample(args) -> int:
     from glico.viz import save_grid
 
     model, payload = load_run(args.run)
+    trainer = payload["extra"].get("trainer") or {}
+    if trainer.get("step") is not None and trainer.get("total_steps") and trainer["step"] < trainer["total_steps"]:
+        print(f"glico sample: note: the fit in {args.run} stopped at step {trainer['step']} of "
+              f"{trainer['total_steps']}; these samples come from an unfinished model (continue it with "
+              f"'glico fit ... --resume')", file=sys.stderr)
     n = args.n
     labels = torch.arange(model.num_classes).repeat_interleave(n)
     images = model.sample(labels, seed=args.seed)
     out = Path(args.out)
-    if args.folder or out.suffix.lower() != ".png":
+    if args.folder or out.suffix.lower() not in GRID_SUFFIXES:
         from torchvision.utils import save_image
 
         names = payload["extra"].get("run", {}).get("class_names") or [str(c) for c in range(model.num_classes)]
@@ -337,6 +345,10 @@ def cmd_sample(args) -> int:
             d.mkdir(parents=True, exist_ok=True)
             for k in range(n):
                 save_image(images[c * n + k], d / f"{k:05d}.png")
+            # Images of an earlier, larger --n would otherwise sit beside these as if drawn now.
+            for old in d.glob("[0-9][0-9][0-9][0-9][0-9].png"):
+                if int(old.stem) >= n:
+                    old.unlink()
         print(f"wrote {n} images per class for {model.num_classes} classes under {out}/<class>/")
     else:
         save_grid(images, out, nrow=n)
@@ -393,8 +405,8 @@ def build_parser() -> argparse.ArgumentParser:
     s = sub.add_parser("sample", help="new images per class from a fitted run")
     s.add_argument("--run", required=True, help="run folder written by 'glico fit'")
     s.add_argument("--n", default=8, type=_positive_int, help="images per class")
-    s.add_argument("--out", required=True, help="a .png path for a grid, or a folder for PNGs per class")
-    s.add_argument("--folder", action="store_true", help="write a folder of PNGs per class even if --out ends in .png")
+    s.add_argument("--out", required=True, help="a .png/.jpg/.jpeg/.webp path for a grid, or a folder for PNGs per class")
+    s.add_argument("--folder", action="store_true", help="write a folder of PNGs per class even if --out ends in an image suffix")
     s.add_argument("--seed", default=0, type=int)
     s.set_defaults(func=cmd_sample)
     from glico.experiments.evaluate import add_evaluate_parser

@@ -37,7 +37,7 @@ from dataclasses import asdict, dataclass, field
 from typing import Any, Callable, Iterator
 
 import torch
-from tqdm.auto import tqdm
+from glico._progress import progress as tqdm
 
 from glico.latents.optim import SphereRowAdam
 from glico.losses import concat_prepared, select_prepared

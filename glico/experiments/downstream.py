@@ -6,7 +6,7 @@ import math
 from dataclasses import dataclass
 import torch
 from torch import nn
-from tqdm.auto import tqdm
+from glico._progress import progress as tqdm
 
 from glico._checks import check_images, check_labels
 from glico.experiments.augment_ops import random_crop_flip

@@ -24,7 +24,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 from torchvision.models import Inception_V3_Weights, WeightsEnum
 from torchvision.models.inception import Inception3
-from tqdm.auto import tqdm
+from glico._progress import progress as tqdm
 
 from glico._checks import check_images
 from glico._downloads import FETCH_ERRORS, fetch_weights_enum

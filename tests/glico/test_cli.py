@@ -56,6 +56,34 @@ def test_transductive_fit_and_sample_folder(tmp_path):
     classes = sorted(p.name for p in (tmp_path / "samples").iterdir())
     assert len(classes) == 10
     assert all(len(list((tmp_path / "samples" / c).glob("*.png"))) == 2 for c in classes)
+    # Again with fewer: no image of the earlier draw is left beside the new ones.
+    assert main(["sample", "--run", str(run), "--n", "1", "--out", str(tmp_path / "samples")]) == 0
+    assert all([p.name for p in (tmp_path / "samples" / c).glob("*.png")] == ["00000.png"] for c in classes)
+    # A .jpg --out is a grid file, not a folder named like one.
+    assert main(["sample", "--run", str(run), "--n", "2", "--out", str(tmp_path / "grid.jpg")]) == 0
+    assert (tmp_path / "grid.jpg").is_file()
+
+
+def test_sampling_an_unfinished_fit_says_so(tmp_path, capsys, monkeypatch):
+    import dataclasses
+    import os
+    import signal
+
+    from glico import training
+
+    run = tmp_path / "run"
+
+    def ctrl_c_at_second_step(step, losses):
+        if step == 2:
+            os.kill(os.getpid(), signal.SIGINT)  # the fit finishes the step, checkpoints, stops
+
+    real_fit = training.fit
+    monkeypatch.setattr(training, "fit", lambda *a, config, **k: real_fit(
+        *a, config=dataclasses.replace(config, log_every=1), on_log=ctrl_c_at_second_step, **k))
+    assert main(["fit", *TINY, "--loss", "pixel", "--out", str(run)]) == 130
+    capsys.readouterr()
+    assert main(["sample", "--run", str(run), "--n", "1", "--out", str(tmp_path / "g.png")]) == 0
+    assert "stopped at step" in capsys.readouterr().err
 
 
 def test_demo_tiny(tmp_path, capsys):
@@ -103,3 +131,16 @@ def test_bad_values_give_one_line_errors(extra, match, tmp_path, capsys):
 def test_sample_from_missing_run_is_a_clear_error(tmp_path, capsys):
     assert main(["sample", "--run", str(tmp_path / "nothing"), "--out", str(tmp_path / "g.png")]) == 2
     assert "glico fit" in capsys.readouterr().err
+
+
+def test_progress_bars_update_rarely_when_stderr_is_a_log_file(monkeypatch):
+    import io
+
+    from glico import _progress
+
+    monkeypatch.setattr(_progress, "_stderr_is_terminal", lambda: False)
+    with _progress.progress(total=3, file=io.StringIO()) as bar:
+        assert bar.mininterval == _progress.LOG_INTERVAL_S
+    monkeypatch.setattr(_progress, "_stderr_is_terminal", lambda: True)
+    with _progress.progress(total=3, file=io.StringIO(), mininterval=0.5) as bar:
+        assert bar.mininterval == 0.5
