@@ -82,6 +82,8 @@ def save_checkpoint(path: str | os.PathLike, model, extra: dict[str, Any] | None
     }
     fd, tmp = tempfile.mkstemp(prefix=path.name + ".", suffix=".tmp", dir=path.parent)
     try:
+        # mkstemp makes the file 0600; give it the permissions any other file written here gets.
+        os.chmod(tmp, 0o666 & ~_umask())
         with os.fdopen(fd, "wb") as f:
             torch.save(payload, f)
             f.flush()
@@ -92,6 +94,12 @@ def save_checkpoint(path: str | os.PathLike, model, extra: dict[str, Any] | None
         raise
     _fsync_dir(path.parent)
     return path
+
+
+def _umask() -> int:
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
 
 
 def _fsync_dir(folder: Path) -> None:

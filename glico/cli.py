@@ -285,7 +285,7 @@ def _resume_command(args) -> str:
     """The ``glico fit`` command line of ``args`` (flags that differ from their defaults) plus --resume."""
     import shlex
 
-    parts = ["glico", "fit"]
+    parts = ["glico"] + (["--threads", str(args.threads)] if getattr(args, "threads", None) else []) + ["fit"]
     for action in args.fit_parser._actions:
         if not action.option_strings or action.dest in ("help", "resume"):
             continue

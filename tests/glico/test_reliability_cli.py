@@ -141,3 +141,28 @@ def test_nonfinite_loss_is_a_clear_cli_error(tmp_path, monkeypatch, capsys):
     assert "non-finite (NaN or inf) at step 5" in err and "from step 4, is kept" in err
     payload = torch.load(run / "checkpoint.pt", weights_only=True)
     assert payload["extra"]["trainer"]["step"] == 4
+
+
+def test_the_printed_resume_command_keeps_global_flags():
+    from glico.cli import _resume_command, build_parser
+
+    args = build_parser().parse_args(["--threads", "1", "fit", *ARGS, "--out", "r", "--lr", "0.002"])
+    command = shlex.split(_resume_command(args))
+    assert command[:4] == ["glico", "--threads", "1", "fit"] and command[-1] == "--resume"
+    assert build_parser().parse_args(command[1:]).lr == 0.002
+
+
+def test_checkpoints_get_the_usual_file_permissions(tmp_path):
+    # mkstemp (used for the atomic write) makes 0600 files; a team's shared run folder needs the umask's.
+    from glico.checkpoint import save_checkpoint
+    from tests.glico.test_model import small_model
+    from tests.glico.toy_data import toy_data
+
+    m = small_model()
+    m.fit(*toy_data(), epochs=1, progress=False)
+    old = os.umask(0o022)
+    try:
+        path = save_checkpoint(tmp_path / "c.pt", m)
+    finally:
+        os.umask(old)
+    assert path.stat().st_mode & 0o777 == 0o644
