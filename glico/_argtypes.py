@@ -6,14 +6,22 @@ import argparse
 import math
 
 
-def positive_int(text: str) -> int:
+def _whole(text: str, minimum: int) -> int:
     try:
         v = int(text)
     except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a whole number >= 1, got {text!r}") from None
-    if v < 1:
-        raise argparse.ArgumentTypeError(f"expected a whole number >= 1, got {v}")
+        raise argparse.ArgumentTypeError(f"expected a whole number >= {minimum}, got {text!r}") from None
+    if v < minimum:
+        raise argparse.ArgumentTypeError(f"expected a whole number >= {minimum}, got {v}")
     return v
+
+
+def positive_int(text: str) -> int:
+    return _whole(text, 1)
+
+
+def nonnegative_int(text: str) -> int:
+    return _whole(text, 0)
 
 
 def _finite(text: str) -> float:
@@ -60,13 +68,3 @@ def int_list(text: str, minimum: int = 0) -> tuple[int, ...]:
 
 def positive_int_list(text: str) -> tuple[int, ...]:
     return int_list(text, minimum=1)
-
-
-def nonnegative_int(text: str) -> int:
-    try:
-        v = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a whole number >= 0, got {text!r}") from None
-    if v < 0:
-        raise argparse.ArgumentTypeError(f"expected a whole number >= 0, got {v}")
-    return v

@@ -474,7 +474,8 @@ def run_ablation(
     total = len(spcs) * len(seeds) * len(variants)
     started = time.perf_counter()
     done = ran = 0
-    say(f"glico ablate: {len(variants)} variants ({', '.join(names)}) on {ds.name}, {k} classes, "
+    rows = f"{len(variants)} variant{'' if len(variants) == 1 else 's'}"
+    say(f"glico ablate: {rows} ({', '.join(names)}) on {ds.name}, {k} classes, "
         f"{ds.test.images.shape[0]} test images; spc {list(spcs)}, seeds {list(seeds)}, downstream {classifier}, "
         f"{epochs} epochs, GLICO fit {fit_epochs} epochs, on {device}")
     if len(kept):
