@@ -105,6 +105,9 @@ def _write_pictures(model, out: Path, train_labels: torch.Tensor, per_class: int
             pairs.append((members[0], members[1]))
     if pairs:
         files["interpolation"] = str(save_grid(interpolation_grid(model, pairs, steps=8), out / "interpolation.png", nrow=8))
+    else:
+        print("glico: note: no class has two training images to interpolate between, so interpolation.png is not "
+              "written (and GLICO's samples are reconstructions plus noise)", file=sys.stderr)
     return files
 
 

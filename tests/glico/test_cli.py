@@ -144,3 +144,10 @@ def test_progress_bars_update_rarely_when_stderr_is_a_log_file(monkeypatch):
     monkeypatch.setattr(_progress, "_stderr_is_terminal", lambda: True)
     with _progress.progress(total=3, file=io.StringIO(), mininterval=0.5) as bar:
         assert bar.mininterval == 0.5
+
+
+def test_one_image_per_class_fits_and_says_why_there_is_no_interpolation_picture(tmp_path, capsys):
+    run = tmp_path / "run"
+    assert main(["fit", *TINY[:2], "--spc", "1", *TINY[4:], "--loss", "pixel", "--out", str(run)]) == 0
+    assert (run / "samples.png").is_file() and not (run / "interpolation.png").exists()
+    assert "no class has two training images" in capsys.readouterr().err
