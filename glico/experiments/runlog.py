@@ -56,6 +56,12 @@ class RunLog:
                 raise ValueError(f"cannot resume in {self.path.parent}: its runs were made with other settings "
                                  f"({'; '.join(problems)}). Resume with the original command, or give another --out")
             self.previous = {self._ident(r): r for r in runs}
+        elif (self.path.parent / "results.json").exists():
+            # Results of a grid written before runs were kept one by one (glico < 0.3): nothing to resume
+            # from, and starting afresh would overwrite them.
+            raise ValueError(f"{self.path.parent} already holds results.json of an earlier grid, but no {RUNS_FILE} "
+                             f"to {'resume from' if resume else 'check it against'}; give another --out (or move "
+                             f"results.json away to start afresh there)")
         # (Re)write the file whole: header plus the runs kept, dropping a line cut short by a kill.
         self.path.parent.mkdir(parents=True, exist_ok=True)
         tmp = self.path.with_name(self.path.name + ".tmp")

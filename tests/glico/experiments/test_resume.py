@@ -122,3 +122,13 @@ def test_bad_grid_values_are_refused_before_any_work(flags, message, tmp_path, c
         main(EVAL + ["--out", str(tmp_path / "x")] + flags)
     assert info.value.code == 2 and message in capsys.readouterr().err
     assert not (tmp_path / "x").exists()
+
+
+def test_results_of_an_older_grid_without_a_runs_file_are_not_overwritten(tmp_path, capsys):
+    out = tmp_path / "ev"
+    out.mkdir()
+    (out / "results.json").write_text('{"runs": []}')
+    for extra in ([], ["--resume"]):
+        assert main(EVAL + ["--out", str(out)] + extra) == 2
+        assert "already holds results.json of an earlier grid" in capsys.readouterr().err
+    assert (out / "results.json").read_text() == '{"runs": []}' and not (out / RUNS_FILE).exists()
