@@ -211,8 +211,6 @@ def cmd_fit(args) -> int:
         if earlier and not args.overwrite:
             raise ValueError(f"{out} already holds a fit ({', '.join(earlier)}); add --resume to continue it, "
                              f"--overwrite to replace it, or give another --out")
-        for f in earlier:  # --overwrite: no file of the earlier fit is left beside the new one
-            (out / f).unlink()
     out.mkdir(parents=True, exist_ok=True)
     _setup_logging(out / "log.txt", verbose=args.verbose)
     torch.manual_seed(args.seed)  # the model's initial weights: the same seed gives the same run
@@ -237,6 +235,10 @@ def cmd_fit(args) -> int:
                              f"Rerun with the original settings, or start a new fit in another --out folder")
         log.info("resuming the fit in %s", out)
     else:
+        # --overwrite: the earlier fit's files go only now that the data and the composition have loaded,
+        # and none of them is left beside the new fit's.
+        for f in RUN_FILES:
+            (out / f).unlink(missing_ok=True)
         (out / "run.json").write_text(json.dumps(run, indent=2))
         log.info("fitting %s on %s, %d per class", spec, args.data, args.spc)
     try:
@@ -324,6 +326,7 @@ def load_run(run: str | Path, device: str = "cpu"):
 
 # ---------------------------------------------------------------------------------------- sample
 GRID_SUFFIXES = (".png", ".jpg", ".jpeg", ".webp")
+SAMPLE_MARKER = ".glico-sample"  # marks a folder written by 'glico sample' (its stale images may be removed)
 
 
 def cmd_sample(args) -> int:
@@ -348,10 +351,13 @@ def cmd_sample(args) -> int:
             d.mkdir(parents=True, exist_ok=True)
             for k in range(n):
                 save_image(images[c * n + k], d / f"{k:05d}.png")
-            # Images of an earlier, larger --n would otherwise sit beside these as if drawn now.
-            for old in d.glob("[0-9][0-9][0-9][0-9][0-9].png"):
-                if int(old.stem) >= n:
-                    old.unlink()
+            # Images of an earlier, larger --n would otherwise sit beside these as if drawn now; only a
+            # folder this command wrote before (it leaves a marker) is cleaned, never a folder of the user's.
+            if (out / SAMPLE_MARKER).is_file():
+                for old in d.glob("[0-9][0-9][0-9][0-9][0-9].png"):
+                    if int(old.stem) >= n:
+                        old.unlink()
+        (out / SAMPLE_MARKER).write_text(f"written by glico sample --run {args.run} --n {n} --seed {args.seed}\n")
         print(f"wrote {n} images per class for {model.num_classes} classes under {out}/<class>/")
     else:
         save_grid(images, out, nrow=n)
@@ -369,7 +375,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     d = sub.add_parser("demo", help="fit GLICO on scikit-learn's digits and show that it helps a classifier (CPU, minutes)")
     d.add_argument("--out", default="glico-demo", help="folder for report.json and the pictures (default: glico-demo)")
-    d.add_argument("--seed", default=0, type=int)
+    d.add_argument("--seed", default=0, type=nonnegative_int)
     d.add_argument("--spc", default=5, type=_positive_int, help="labelled images per class (default: 5)")
     d.add_argument("--fit-epochs", default=1500, type=_positive_int, help="GLICO fit epochs (default: 1500)")
     d.add_argument("--steps", default=1000, type=_positive_int, help="classifier training steps (default: 1000)")
@@ -380,7 +386,7 @@ def build_parser() -> argparse.ArgumentParser:
     f = sub.add_parser("fit", help="fit GLICO on a small labelled sample; writes a run folder")
     f.add_argument("--data", required=True, help="digits | cifar10:DIR | cifar100:DIR | cub:DIR | folder:PATH")
     f.add_argument("--spc", required=True, type=_positive_int, help="labelled images per class")
-    f.add_argument("--seed", default=0, type=int)
+    f.add_argument("--seed", default=0, type=nonnegative_int)
     f.add_argument("--out", required=True, help="run folder")
     f.add_argument("--epochs", default=200, type=_positive_int)
     f.add_argument("--batch-size", default=128, type=_positive_int)
@@ -410,7 +416,7 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--n", default=8, type=_positive_int, help="images per class")
     s.add_argument("--out", required=True, help="a .png/.jpg/.jpeg/.webp path for a grid, or a folder for PNGs per class")
     s.add_argument("--folder", action="store_true", help="write a folder of PNGs per class even if --out ends in an image suffix")
-    s.add_argument("--seed", default=0, type=int)
+    s.add_argument("--seed", default=0, type=nonnegative_int)
     s.set_defaults(func=cmd_sample)
     from glico.experiments.evaluate import add_evaluate_parser
 

@@ -447,28 +447,25 @@ def run_ablation(
         raise ValueError(f"base_model: unknown field(s) {', '.join(bad)}; valid: {', '.join(valid)}")
     resolve_device(device)
     resolved_precision = resolve_precision(precision, device)  # refuses bf16 off CUDA before any work
-
-    if isinstance(data, Dataset):
-        ds, data_spec = data, data.name
-    else:
-        ds, data_spec = load_data(data, image_size=image_size, max_test=max_test), data
-    c, h, w = ds.train.images.shape[1:]
-    k = len(ds.train.class_names)
-    flip = ds.name != "digits"  # digits are not mirror-symmetric
-    factory = _downstream_classifiers()[classifier]
-    _preflight(variants, base, (c, h, w), k)
     out = Path(out) if out is not None else None
-    if out is not None:
-        out.mkdir(parents=True, exist_ok=True)
-
+    data_spec = data.name if isinstance(data, Dataset) else data
     settings = {"data": data_spec, "spcs": list(spcs), "seeds": list(seeds), "classifier": classifier,
                 "epochs": epochs, "fit_epochs": fit_epochs, "base_model": base, "device": device, "table": table,
                 "batch_size": batch_size, "lr": lr, "weight_decay": weight_decay, "glico_p": glico_p,
                 "fit_batch_size": fit_batch_size, "image_size": image_size, "max_test": max_test,
                 "precision": precision}
+    # Before the data are loaded, so that a folder that will be refused is refused at once. The device may
+    # change on resume, the arithmetic it resolves to may not; nor may anything but the version.
     kept = RunLog(out, {"command": "ablate", "glico_version": __version__, "settings": settings,
-                        "variants": [v.to_dict() for v in variants]},
-                  ("spc", "seed", "variant"), resume=resume, free={"settings.device"})
+                        "variants": [v.to_dict() for v in variants], "resolved_precision": resolved_precision},
+                  ("spc", "seed", "variant"), resume=resume, free={"settings.device", "glico_version"})
+
+    ds = data if isinstance(data, Dataset) else load_data(data, image_size=image_size, max_test=max_test)
+    c, h, w = ds.train.images.shape[1:]
+    k = len(ds.train.class_names)
+    flip = ds.name != "digits"  # digits are not mirror-symmetric
+    factory = _downstream_classifiers()[classifier]
+    _preflight(variants, base, (c, h, w), k)
     runs: list[dict] = []
     shown_fits: set[int] = set()  # a fit shared by several rows is reported with the first of them
     total = len(spcs) * len(seeds) * len(variants)
@@ -478,8 +475,11 @@ def run_ablation(
     say(f"glico ablate: {rows} ({', '.join(names)}) on {ds.name}, {k} classes, "
         f"{ds.test.images.shape[0]} test images; spc {list(spcs)}, seeds {list(seeds)}, downstream {classifier}, "
         f"{epochs} epochs, GLICO fit {fit_epochs} epochs, on {device}")
+    to_run = total - len(kept)
     if len(kept):
         say(f"  resuming: {len(kept)} of {total} runs already finished in {out}")
+    elif kept.nothing_to_resume:
+        say(f"  note: --resume, but {out} holds no finished runs of a grid; starting the grid there")
     try:
         for spc in spcs:
             for seed in seeds:
@@ -522,7 +522,7 @@ def run_ablation(
                     kept.add(run)
                     runs.append(run)
                     ran += 1
-                    eta = (time.perf_counter() - started) / ran * (total - done)
+                    eta = (time.perf_counter() - started) / ran * (to_run - ran)
                     fit_s = f"fit {fit_info['seconds']:.0f} s + " if fit_info and id(fit_info) not in shown_fits else ""
                     if fit_info:
                         shown_fits.add(id(fit_info))

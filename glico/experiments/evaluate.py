@@ -124,23 +124,28 @@ def run_evaluation(cfg: EvaluateConfig, out: Path, progress: bool = True, echo: 
 
     resolve_device(cfg.device)
     precision = resolve_precision(cfg.precision, cfg.device)  # refuses bf16 off CUDA before any work
-    out.mkdir(parents=True, exist_ok=True)
+    total = len(cfg.spcs) * len(cfg.seeds) * len(cfg.methods)
+    config = {**asdict(cfg), "spcs": list(cfg.spcs), "seeds": list(cfg.seeds), "methods": list(cfg.methods)}
+    # Before the data are loaded (minutes for CUB), so that a folder that will be refused is refused at once.
+    # The device may change on resume, the arithmetic it resolves to may not; nor may anything but the version.
+    kept = RunLog(out, {"command": "evaluate", "glico_version": __version__, "config": config,
+                        "resolved_precision": precision},
+                  ("spc", "seed", "method"), resume=resume, free={"config.device", "glico_version"})
     data = load_data(cfg.data, image_size=cfg.image_size, max_test=cfg.max_test)
     c, h, w = data.train.images.shape[1:]
     k = len(data.train.class_names)
     flip = data.name != "digits"  # digits are not mirror-symmetric
     factory = _downstream_classifiers()[cfg.classifier]
     runs: list[dict] = []
-    total = len(cfg.spcs) * len(cfg.seeds) * len(cfg.methods)
-    config = {**asdict(cfg), "spcs": list(cfg.spcs), "seeds": list(cfg.seeds), "methods": list(cfg.methods)}
-    kept = RunLog(out, {"command": "evaluate", "glico_version": __version__, "config": config},
-                  ("spc", "seed", "method"), resume=resume, free={"config.device"})
     started = time.perf_counter()
     done = ran = 0
     echo(f"glico evaluate: {data.name}, {k} classes, {data.test.images.shape[0]} test images; spc {list(cfg.spcs)}, "
          f"seeds {list(cfg.seeds)}, methods {', '.join(cfg.methods)}, classifier {cfg.classifier} on {cfg.device}")
+    to_run = total - len(kept)
     if len(kept):
         echo(f"  resuming: {len(kept)} of {total} runs already finished in {out}")
+    elif kept.nothing_to_resume:
+        echo(f"  note: --resume, but {out} holds no finished runs of a grid; starting the grid there")
     try:
         for spc in cfg.spcs:
             for seed in cfg.seeds:
@@ -169,7 +174,7 @@ def run_evaluation(cfg: EvaluateConfig, out: Path, progress: bool = True, echo: 
                     kept.add(run)
                     runs.append(run)
                     ran += 1
-                    eta = (time.perf_counter() - started) / ran * (total - done)
+                    eta = (time.perf_counter() - started) / ran * (to_run - ran)
                     echo(f"  spc {spc:>3} seed {seed} {method:>18}: top-1 {acc['top1']:6.2f} %  "
                          f"top-5 {acc['top5']:6.2f} %  ({acc['seconds']:.0f} s; {done}/{total} done, "
                          f"about {eta / 60:.1f} min left)")

@@ -40,12 +40,16 @@ class RunLog:
         self.key, self.header = key, _plain(header)
         self.previous: dict[tuple, dict] = {}
         self.added = 0
+        self.nothing_to_resume = False
         self.path = None if out is None else Path(out) / RUNS_FILE
         if self.path is None:
             if resume:
                 raise ValueError("resume needs the results folder of the interrupted grid (out=...)")
             return
-        if self.path.exists():
+        self.nothing_to_resume = resume and not self.path.exists()
+        if self.path.exists() and not resume and not self._read()[1]:
+            pass  # a header and no finished run (e.g. the data failed to load): nothing to lose, start afresh
+        elif self.path.exists():
             if not resume:
                 n = len(self._read()[1])
                 raise ValueError(f"{self.path.parent} already holds {n} finished run(s) of a grid ({RUNS_FILE}); "

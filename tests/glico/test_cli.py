@@ -53,12 +53,18 @@ def test_transductive_fit_and_sample_folder(tmp_path):
     run = tmp_path / "run"
     assert main(["fit", *TINY, "--loss", "pixel", "--transductive", "--out", str(run)]) == 0
     assert main(["sample", "--run", str(run), "--n", "2", "--out", str(tmp_path / "samples")]) == 0
-    classes = sorted(p.name for p in (tmp_path / "samples").iterdir())
+    classes = sorted(p.name for p in (tmp_path / "samples").iterdir() if p.is_dir())
     assert len(classes) == 10
     assert all(len(list((tmp_path / "samples" / c).glob("*.png"))) == 2 for c in classes)
     # Again with fewer: no image of the earlier draw is left beside the new ones.
     assert main(["sample", "--run", str(run), "--n", "1", "--out", str(tmp_path / "samples")]) == 0
     assert all([p.name for p in (tmp_path / "samples" / c).glob("*.png")] == ["00000.png"] for c in classes)
+    # Stale images are removed only from a folder 'glico sample' wrote (its marker), never from a user's own.
+    own = tmp_path / "mine" / classes[0]
+    own.mkdir(parents=True)
+    (own / "00007.png").write_bytes(b"a user's file")
+    assert main(["sample", "--run", str(run), "--n", "1", "--out", str(tmp_path / "mine")]) == 0
+    assert (own / "00007.png").read_bytes() == b"a user's file"
     # A .jpg --out is a grid file, not a folder named like one.
     assert main(["sample", "--run", str(run), "--n", "2", "--out", str(tmp_path / "grid.jpg")]) == 0
     assert (tmp_path / "grid.jpg").is_file()

@@ -119,6 +119,10 @@ def test_fresh_fit_over_an_earlier_fit_is_refused_unless_told_to_overwrite(refer
     err = capsys.readouterr().err
     assert "already holds a fit (checkpoint.pt, run.json, samples.png)" in err and "--overwrite" in err
     assert {p.name: p.read_bytes() for p in run.iterdir()} == before  # nothing touched
+    # A replacement that fails (here: data that are not there) loses nothing of the earlier fit.
+    assert main(["fit", "--data", "folder:" + str(tmp_path / "missing"), *ARGS[2:], "--out", str(run), "--overwrite"]) == 2
+    capsys.readouterr()
+    assert {p.name: p.read_bytes() for p in run.iterdir() if p.name != "log.txt"} == before
     assert _fit(run, "--epochs", "1", "--overwrite") == 0
     assert json.loads((run / "run.json").read_text())["fit"]["epochs"] == 1
     assert (run / "checkpoint.pt").read_bytes() != before["checkpoint.pt"]

@@ -132,3 +132,32 @@ def test_results_of_an_older_grid_without_a_runs_file_are_not_overwritten(tmp_pa
         assert main(EVAL + ["--out", str(out)] + extra) == 2
         assert "already holds results.json of an earlier grid" in capsys.readouterr().err
     assert (out / "results.json").read_text() == '{"runs": []}' and not (out / RUNS_FILE).exists()
+
+
+def _edit_header(out, **changes):
+    lines = (out / RUNS_FILE).read_text().splitlines()
+    header = json.loads(lines[0])
+    header.update(changes)
+    (out / RUNS_FILE).write_text("\n".join([json.dumps(header)] + lines[1:]) + "\n")
+
+
+def test_resume_accepts_another_glico_version_but_not_another_arithmetic(tmp_path, monkeypatch, capsys):
+    out = tmp_path / "ev"
+    _interrupt_after(evaluate, monkeypatch, 3)
+    assert main(EVAL + ["--out", str(out)]) == 130
+    # Runs made in bf16 on a GPU must not be joined by fp32 runs on a CPU, although the device may change.
+    _edit_header(out, resolved_precision="bf16")
+    assert main(EVAL + ["--out", str(out), "--resume"]) == 2
+    assert "resolved_precision: 'bf16' then, 'fp32' now" in capsys.readouterr().err
+    _edit_header(out, resolved_precision="fp32", glico_version="0.2.9")  # a patch upgrade mid-grid
+    calls = _interrupt_after(evaluate, monkeypatch, 99)
+    assert main(EVAL + ["--out", str(out), "--resume"]) == 0 and calls == ["glico"]
+    assert "about 0.0 min left" in capsys.readouterr().out  # the one run left was the last: no ETA for kept runs
+
+
+def test_a_grid_that_failed_before_any_run_can_start_again(tmp_path, capsys):
+    out = tmp_path / "ev"
+    assert main(EVAL[:2] + ["folder:" + str(tmp_path / "missing")] + EVAL[3:] + ["--out", str(out)]) == 2
+    capsys.readouterr()
+    assert (out / RUNS_FILE).is_file()  # the header, written before the data were read
+    assert main(EVAL + ["--out", str(out), "--seeds", "0", "--methods", "baseline"]) == 0
