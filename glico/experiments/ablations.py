@@ -476,10 +476,8 @@ def run_ablation(
         f"{ds.test.images.shape[0]} test images; spc {list(spcs)}, seeds {list(seeds)}, downstream {classifier}, "
         f"{epochs} epochs, GLICO fit {fit_epochs} epochs, on {device}")
     to_run = total - len(kept)
-    if len(kept):
-        say(f"  resuming: {len(kept)} of {total} runs already finished in {out}")
-    elif kept.nothing_to_resume:
-        say(f"  note: --resume, but {out} holds no finished runs of a grid; starting the grid there")
+    if kept.resume_line(total):
+        say(kept.resume_line(total))
     try:
         for spc in spcs:
             for seed in seeds:

@@ -142,10 +142,8 @@ def run_evaluation(cfg: EvaluateConfig, out: Path, progress: bool = True, echo: 
     echo(f"glico evaluate: {data.name}, {k} classes, {data.test.images.shape[0]} test images; spc {list(cfg.spcs)}, "
          f"seeds {list(cfg.seeds)}, methods {', '.join(cfg.methods)}, classifier {cfg.classifier} on {cfg.device}")
     to_run = total - len(kept)
-    if len(kept):
-        echo(f"  resuming: {len(kept)} of {total} runs already finished in {out}")
-    elif kept.nothing_to_resume:
-        echo(f"  note: --resume, but {out} holds no finished runs of a grid; starting the grid there")
+    if kept.resume_line(total):
+        echo(kept.resume_line(total))
     try:
         for spc in cfg.spcs:
             for seed in cfg.seeds:

@@ -113,6 +113,14 @@ class RunLog:
         """Runs kept on disk: resumed plus added."""
         return len(self.previous) + self.added
 
+    def resume_line(self, total: int) -> str | None:
+        """What a resumed grid reports before it starts (None when there is nothing to say)."""
+        if self.previous:
+            return f"  resuming: {len(self.previous)} of {total} runs already finished in {self.path.parent}"
+        if self.nothing_to_resume:
+            return f"  note: --resume, but {self.path.parent} holds no finished runs of a grid; starting the grid there"
+        return None
+
     def interrupted_message(self) -> str:
         if self.path is None:
             return "nothing was kept (no results folder)"
