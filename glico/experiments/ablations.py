@@ -33,7 +33,6 @@ from glico import __version__
 from glico.experiments.evaluate import (
     GLICO_METHODS,
     _downstream_classifiers,
-    _int_list,
     add_precision_flag,
     add_resume_flag,
     default_batch_size,
@@ -49,7 +48,7 @@ from glico.experiments.evaluate import (
 from glico.experiments.downstream import resolve_precision
 from glico.experiments.policies import policy_names
 from glico.experiments.runlog import RunLog
-from glico._argtypes import nonnegative_float, positive_float, positive_int, positive_int_list
+from glico._argtypes import int_list, nonnegative_float, positive_float, positive_int, positive_int_list
 
 log = logging.getLogger(__name__)
 
@@ -476,8 +475,9 @@ def run_ablation(
         f"{ds.test.images.shape[0]} test images; spc {list(spcs)}, seeds {list(seeds)}, downstream {classifier}, "
         f"{epochs} epochs, GLICO fit {fit_epochs} epochs, on {device}")
     to_run = total - len(kept)
-    if kept.resume_line(total):
-        say(kept.resume_line(total))
+    line = kept.resume_line(total)
+    if line:
+        say(line)
     try:
         for spc in spcs:
             for seed in seeds:
@@ -630,7 +630,7 @@ def add_ablate_parser(sub, family_args: Callable[[argparse.ArgumentParser], None
                         "5: unlabelled images added; fig7: weak vs strong f across --spc")
     a.add_argument("--data", required=True, help="digits | cifar10:DIR | cifar100:DIR | cub:DIR | folder:PATH")
     a.add_argument("--spc", required=True, type=positive_int_list, help="samples per class, e.g. 25 (fig7: 10,25,50,100,250)")
-    a.add_argument("--seeds", default=(0, 1, 2), type=_int_list, help="comma-separated seeds (default 0,1,2)")
+    a.add_argument("--seeds", default=(0, 1, 2), type=int_list, help="comma-separated seeds (default 0,1,2)")
     a.add_argument("--out", required=True, help="folder for results.json, results.md, results.png")
     a.add_argument("--only", default=None,
                    help="comma-separated variant names to run (case-insensitive), e.g. 'GLICO,No Noise'")

@@ -142,8 +142,9 @@ def run_evaluation(cfg: EvaluateConfig, out: Path, progress: bool = True, echo: 
     echo(f"glico evaluate: {data.name}, {k} classes, {data.test.images.shape[0]} test images; spc {list(cfg.spcs)}, "
          f"seeds {list(cfg.seeds)}, methods {', '.join(cfg.methods)}, classifier {cfg.classifier} on {cfg.device}")
     to_run = total - len(kept)
-    if kept.resume_line(total):
-        echo(kept.resume_line(total))
+    line = kept.resume_line(total)
+    if line:
+        echo(line)
     try:
         for spc in cfg.spcs:
             for seed in cfg.seeds:
@@ -342,9 +343,6 @@ def plot_results(summary: list[dict], path: Path, title: str, key: str = "method
 
 
 # ------------------------------------------------------------------------------------------ CLI
-_int_list = int_list  # the name glico.experiments.ablations imports
-
-
 def _methods(text: str) -> tuple[str, ...]:
     names = tuple(m.strip() for m in text.split(",") if m.strip())
     valid = policy_names()
@@ -362,7 +360,7 @@ def add_evaluate_parser(sub, family_args: Callable[[argparse.ArgumentParser], No
     e = sub.add_parser("evaluate", help="downstream accuracy of GLICO vs augmentation baselines, mean ± STE over seeds")
     e.add_argument("--data", required=True, help="digits | cifar10:DIR | cifar100:DIR | cub:DIR | folder:PATH")
     e.add_argument("--spc", required=True, type=positive_int_list, help="samples per class, e.g. 10 or 10,25,50")
-    e.add_argument("--seeds", default=(0, 1, 2), type=_int_list, help="comma-separated seeds (default 0,1,2)")
+    e.add_argument("--seeds", default=(0, 1, 2), type=int_list, help="comma-separated seeds (default 0,1,2)")
     e.add_argument("--methods", default=("baseline", "glico"), type=_methods,
                    help=f"comma-separated: {', '.join(policy_names())}")
     e.add_argument("--out", required=True, help="folder for results.json, results.md, results.png")

@@ -47,20 +47,19 @@ class RunLog:
                 raise ValueError("resume needs the results folder of the interrupted grid (out=...)")
             return
         self.nothing_to_resume = resume and not self.path.exists()
-        if self.path.exists() and not resume and not self._read()[1]:
-            pass  # a header and no finished run (e.g. the data failed to load): nothing to lose, start afresh
-        elif self.path.exists():
+        # A header with no finished run (e.g. the data failed to load) holds nothing to lose: start afresh.
+        saved, runs = self._read() if self.path.exists() else (None, [])
+        if saved is not None and (runs or resume):
             if not resume:
-                n = len(self._read()[1])
-                raise ValueError(f"{self.path.parent} already holds {n} finished run(s) of a grid ({RUNS_FILE}); "
-                                 f"pass --resume to keep them and run only the missing ones, or give another --out")
-            saved, runs = self._read()
+                raise ValueError(f"{self.path.parent} already holds {len(runs)} finished run(s) of a grid "
+                                 f"({RUNS_FILE}); pass --resume to keep them and run only the missing ones, or give "
+                                 f"another --out")
             problems = _differences(saved, self.header, set(free))
             if problems:
                 raise ValueError(f"cannot resume in {self.path.parent}: its runs were made with other settings "
                                  f"({'; '.join(problems)}). Resume with the original command, or give another --out")
             self.previous = {self._ident(r): r for r in runs}
-        elif (self.path.parent / "results.json").exists():
+        elif saved is None and (self.path.parent / "results.json").exists():
             # Results of a grid written before runs were kept one by one (glico < 0.3): nothing to resume
             # from, and starting afresh would overwrite them.
             raise ValueError(f"{self.path.parent} already holds results.json of an earlier grid, but no {RUNS_FILE} "
