@@ -174,9 +174,10 @@ def test_endpoints(backend, seed, batch, d, dtype):
 @given(seed=seeds, batch=batches, d=dims, dtype=dtypes, t=ts)
 def test_symmetry(backend, seed, batch, d, dtype, t):
     a, b = rows(seed, batch, d, dtype), rows(seed + 1, batch, d, dtype)
-    torch.testing.assert_close(
-        kernels.slerp(a, b, t, backend=backend), kernels.slerp(b, a, 1.0 - t, backend=backend), **tol(dtype)
-    )
+    # The two sides round differently, so near antipodal (random pairs in low d often are) they differ by
+    # ~eps / sin θ: the tolerance is scaled by slerp's condition number, as for backend agreement.
+    assert_slerp_close(kernels.slerp(a, b, t, backend=backend), kernels.slerp(b, a, 1.0 - t, backend=backend), a, b,
+                       dtype)
 
 
 @pytest.mark.parametrize("backend", BACKENDS)
