@@ -4,7 +4,8 @@ Images everywhere are float tensors in [0, 1], shape (N, C, H, W), on the CPU.
 
 - :func:`load_data` resolves a SPEC string (``digits``, ``cifar10:DIR``, ``cifar100:DIR``, ``cub:DIR``,
   ``folder:PATH``) to a :class:`Dataset`; the typed loaders behind it can be called directly.
-- :func:`small_sample_split` draws ``spc`` images per class with a seed, reproducibly.
+- :func:`small_sample_split` draws ``spc`` images per class with a seed, reproducibly;
+  :func:`validation_split` holds out other training images of each class for choosing settings.
 
 See ``docs/data.md``.
 """
@@ -14,7 +15,7 @@ from glico.data.cub import load_cub
 from glico.data.digits import load_digits
 from glico.data.folder import load_image_folder
 from glico.data.spec import DATA_SCHEMES, load_data
-from glico.data.splits import small_sample_split, stratified_subsample
+from glico.data.splits import small_sample_split, stratified_subsample, validation_split
 from glico.data.types import DataError, Dataset, ImageSet, MissingDataError
 
 __all__ = [
@@ -33,4 +34,5 @@ __all__ = [
     "load_image_folder",
     "small_sample_split",
     "stratified_subsample",
+    "validation_split",
 ]

@@ -65,6 +65,48 @@ def small_sample_split(train: ImageSet, spc: int, seed: int) -> tuple[ImageSet, 
     return train.subset(indices), indices
 
 
+def validation_split(train: ImageSet, spc: int, seed: int, per_class: int) -> tuple[ImageSet, torch.Tensor]:
+    """Held-out images for choosing settings: ``per_class`` images of every class of ``train`` that are not in
+    ``small_sample_split(train, spc, seed)``.
+
+    They are the next ``per_class`` images of each class's seeded order (the split takes the first ``spc``),
+    so the two are disjoint, the same arguments give the same images on any machine, and neither touches
+    the data set's test images. Score on these, never on the test set, when tuning a recipe.
+
+    Args:
+        train: the image set the split is drawn from (usually ``Dataset.train``).
+        spc: the split's samples per class.
+        seed: the split's seed.
+        per_class: held-out images per class, at least 1.
+
+    Returns:
+        ``(held_out, indices)``: the images and their int64 positions in ``train``, ascending.
+
+    Raises:
+        DataError: ``per_class`` < 1, or a class has fewer than ``spc + per_class`` images (the message names
+            the class and the largest ``per_class`` it allows).
+
+    Shape:
+        indices: (per_class * num_classes,)
+    """
+    if isinstance(per_class, bool) or not isinstance(per_class, (int, np.integer)) or per_class < 1:
+        raise DataError(f"validation images per class must be an integer >= 1; got {per_class!r}")
+    small_sample_split(train, spc, seed)  # the split's own checks (spc, seed, class sizes)
+    counts = train.class_counts()
+    need = spc + per_class
+    short = [(name, int(counts[c])) for c, name in enumerate(train.class_names) if int(counts[c]) < need]
+    if short:
+        listed = ", ".join(f"{name!r} has {n}" for name, n in short[:10])
+        raise DataError(
+            f"{per_class} validation images per class on top of spc={spc} need {need} training images in every "
+            f"class, but {listed}; use at most {int(counts.min()) - spc} validation images per class"
+        )
+    perms = _class_permutations(train.labels, train.num_classes, seed)
+    chosen = np.sort(np.concatenate([p[spc:need] for p in perms]))
+    indices = torch.from_numpy(chosen.astype(np.int64))
+    return train.subset(indices), indices
+
+
 def stratified_subsample(images: ImageSet, n: int, seed: int) -> tuple[ImageSet, torch.Tensor]:
     """Choose ``n`` images keeping the class proportions of ``images``, reproducibly.
 

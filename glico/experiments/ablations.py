@@ -33,7 +33,12 @@ from glico import __version__
 from glico.experiments.evaluate import (
     GLICO_METHODS,
     _downstream_classifiers,
+    classifier_name,
+    downstream_classifier,
+    SCHEDULES,
     add_precision_flag,
+    add_schedule_flags,
+    optimizer_text,
     add_resume_flag,
     default_batch_size,
     default_lr,
@@ -366,6 +371,7 @@ def run_ablation(
     batch_size: int = 128,
     lr: float = 0.1,
     weight_decay: float = 5e-4,
+    schedule: str = "step",
     glico_p: float = 0.5,
     fit_batch_size: int = 128,
     image_size: int | None = None,
@@ -400,6 +406,7 @@ def run_ablation(
         progress: progress bars.
         table: the key of :data:`PAPER` whose published numbers the markdown shows beside the results.
         batch_size, lr, weight_decay: the downstream SGD recipe.
+        schedule: the downstream learning-rate schedule, ``step`` or ``cosine``.
         glico_p: the GLICO policy's replacement probability.
         fit_batch_size: GLICO fit batch size.
         image_size: resize images (folders of mixed sizes, CUB).
@@ -432,8 +439,9 @@ def run_ablation(
     dupes = sorted({n for n in names if names.count(n) > 1})
     if dupes:
         raise ValueError(f"variant names must be unique; repeated: {', '.join(dupes)}")
-    if classifier not in _downstream_classifiers():
-        raise ValueError(f"unknown classifier {classifier!r}; valid: {', '.join(_downstream_classifiers())}")
+    downstream_classifier(classifier)  # an unknown name raises with the valid ones
+    if schedule not in SCHEDULES:
+        raise ValueError(f"schedule must be one of {', '.join(SCHEDULES)}; got {schedule!r}")
     spcs, seeds = tuple(int(s) for s in spcs), tuple(int(s) for s in seeds)
     if not spcs or min(spcs) < 1:
         raise ValueError(f"spc values must be >= 1; got {spcs}")
@@ -450,7 +458,7 @@ def run_ablation(
     data_spec = data.name if isinstance(data, Dataset) else data
     settings = {"data": data_spec, "spcs": list(spcs), "seeds": list(seeds), "classifier": classifier,
                 "epochs": epochs, "fit_epochs": fit_epochs, "base_model": base, "device": device, "table": table,
-                "batch_size": batch_size, "lr": lr, "weight_decay": weight_decay, "glico_p": glico_p,
+                "batch_size": batch_size, "lr": lr, "weight_decay": weight_decay, "schedule": schedule, "glico_p": glico_p,
                 "fit_batch_size": fit_batch_size, "image_size": image_size, "max_test": max_test,
                 "precision": precision}
     # Before the data are loaded, so that a folder that will be refused is refused at once. The device may
@@ -463,7 +471,7 @@ def run_ablation(
     c, h, w = ds.train.images.shape[1:]
     k = len(ds.train.class_names)
     flip = ds.name != "digits"  # digits are not mirror-symmetric
-    factory = _downstream_classifiers()[classifier]
+    factory = downstream_classifier(classifier)
     _preflight(variants, base, (c, h, w), k)
     runs: list[dict] = []
     shown_fits: set[int] = set()  # a fit shared by several rows is reported with the first of them
@@ -484,7 +492,7 @@ def run_ablation(
                 train, _ = small_sample_split(ds.train, spc, seed)
                 tcfg = downstream_config(train.images.shape[0], h, epochs=epochs, batch_size=batch_size, lr=lr,
                                          weight_decay=weight_decay, flip=flip, seed=seed, device=device,
-                                         progress=progress, precision=precision)
+                                         progress=progress, precision=precision, cosine=schedule == "cosine")
                 todo = [v for v in variants if kept.done(spc=spc, seed=seed, variant=v.name) is None]
                 fitted: dict[tuple, tuple[Any, dict]] = {}
                 pictured: set[tuple] = set()  # (fit, interpolator) pairs whose sample grid is written
@@ -539,7 +547,7 @@ def run_ablation(
         "variants": [{**v.to_dict(), "composition": v.describe(),
                       "spec": None if v.model is None else {**base, **v.model}} for v in variants],
         "recipe": {"steps_per_run": {str(s): steps_for(s * k, batch_size, epochs) for s in spcs},
-                   "optimizer": "SGD, Nesterov momentum 0.9, step schedule x0.2 at 30/60/80 %",
+                   "optimizer": optimizer_text(schedule, weight_decay),
                    "precision": resolved_precision,
                    "standard_augmentation": f"random crop (pad {max(1, h // 8)})" + (" + horizontal flip" if flip else "")},
         "data": {"name": ds.name, "classes": k, "n_test": int(ds.test.images.shape[0]), "image_shape": [c, h, w]},
@@ -634,7 +642,7 @@ def add_ablate_parser(sub, family_args: Callable[[argparse.ArgumentParser], None
     a.add_argument("--out", required=True, help="folder for results.json, results.md, results.png")
     a.add_argument("--only", default=None,
                    help="comma-separated variant names to run (case-insensitive), e.g. 'GLICO,No Noise'")
-    a.add_argument("--classifier", default="wrn-28-10", choices=list(_downstream_classifiers()),
+    a.add_argument("--classifier", default="wrn-28-10", type=classifier_name,
                    help="downstream classifier (weak = the fast CPU option)")
     a.add_argument("--epochs", default=200, type=positive_int,
                    help="downstream budget: epochs over the split oversampled to 5000 images (paper: 200)")
@@ -646,6 +654,7 @@ def add_ablate_parser(sub, family_args: Callable[[argparse.ArgumentParser], None
     a.add_argument("--max-test", default=None, type=int,
                    help="score on a fixed stratified subsample of the test set (Transductive then adds only these)")
     a.add_argument("--device", default="cpu", help="cpu | cuda | cuda:N (default: cpu)")
+    add_schedule_flags(a)
     add_precision_flag(a)
     a.add_argument("--quiet", action="store_true")
     add_resume_flag(a)
@@ -673,7 +682,8 @@ def cmd_ablate(args) -> int:
         _select(args.table, args.only), data=args.data, spcs=args.spc, seeds=args.seeds, classifier=args.classifier,
         epochs=args.epochs, fit_epochs=args.fit_epochs, base_model=model_fields_from_args(args), device=args.device,
         out=Path(args.out), progress=not args.quiet, table=args.table, batch_size=default_batch_size(args),
-        lr=default_lr(args), glico_p=args.glico_p, image_size=args.image_size,
+        lr=default_lr(args), weight_decay=args.weight_decay, schedule=args.schedule, glico_p=args.glico_p,
+        image_size=args.image_size,
         max_test=args.max_test, echo=print, precision=args.precision, resume=args.resume,
     )
     print((Path(args.out) / "results.md").read_text())

@@ -38,7 +38,9 @@ class TrainConfig:
             optimiser and the weights stay float32, and batch policies (GLICO's generator) run
             outside it.
         channels_last: channels-last memory format for the classifier and its batches; ``None``
-            (default) follows the precision (on with bf16, where convolutions gain from it).
+            (default): on with bf16 (where convolutions gain from it) and on the CPU (measured on a 2-core
+            machine: a WRN-16-1 step at batch 64 took 187 ms instead of 218 ms, the weak CNN's 29 ms
+            instead of 43 ms), off for float32 on CUDA.
     """
 
     steps: int = 2000
@@ -112,7 +114,7 @@ def train_classifier(
     labels = check_labels(labels, images.shape[0])
     dev = torch.device(config.device)
     bf16 = resolve_precision(config.precision, dev) == "bf16"
-    channels_last = bf16 if config.channels_last is None else config.channels_last
+    channels_last = (bf16 or dev.type == "cpu") if config.channels_last is None else config.channels_last
     fmt = torch.channels_last if channels_last else torch.contiguous_format
     classifier.to(dev, memory_format=fmt).train()
     x, y = images.to(dev), labels.to(dev)

@@ -12,6 +12,7 @@ import argparse
 import json
 import logging
 import math
+import re
 import statistics
 import time
 from dataclasses import asdict, dataclass, field, replace
@@ -29,20 +30,62 @@ from glico._argtypes import int_list, nonnegative_float, positive_float, positiv
 
 log = logging.getLogger(__name__)
 
-GLICO_METHODS = ("glico", "glico+autoaugment")
+#: The methods that sample from a fitted GLICO model: ``glico`` and ``glico+POLICY``.
+GLICO_METHODS = tuple(m for m in policy_names() if m.partition("+")[0] == "glico")
 
 
 def _downstream_classifiers() -> dict[str, Callable[[int, int, int], nn.Module]]:
-    """Downstream classifier names (the CLI's ``--classifier``) -> factory(in_channels, num_classes, size)."""
+    """Downstream classifier names (the CLI's ``--classifier``) -> factory(in_channels, num_classes, size).
+    Any other WideResNet is named ``wrn-DEPTH-K`` (:func:`downstream_classifier`)."""
     from glico.classifiers import VGG19, ResNet50, WeakCNN, WideResNet
 
     return {
         "wrn-28-10": lambda c, k, s: WideResNet(depth=28, widen_factor=10, num_classes=k, in_channels=c),
         "wrn-28-2": lambda c, k, s: WideResNet(depth=28, widen_factor=2, num_classes=k, in_channels=c),
+        "wrn-16-1": lambda c, k, s: WideResNet(depth=16, widen_factor=1, num_classes=k, in_channels=c),
         "resnet50": lambda c, k, s: ResNet50(num_classes=k, in_channels=c),
         "vgg19": lambda c, k, s: VGG19(num_classes=k, in_channels=c),
         "weak": lambda c, k, s: WeakCNN(in_channels=c, num_classes=k, image_size=s),
     }
+
+
+_WRN_NAME = re.compile(r"wrn-(\d+)-(\d+)")
+
+
+def downstream_classifier(name: str) -> Callable[[int, int, int], nn.Module]:
+    """The factory ``(in_channels, num_classes, image_size) -> classifier`` of a downstream classifier name:
+    one of :func:`_downstream_classifiers`, or ``wrn-DEPTH-K`` for any WideResNet (DEPTH = 6n + 4 >= 10,
+    K >= 1; e.g. ``wrn-16-1``, 0.18 M parameters, the CPU-sized recipe of docs/reproducing.md).
+
+    Raises:
+        ValueError: an unknown name or an impossible WideResNet (the message says what is accepted).
+    """
+    from glico.classifiers import WideResNet
+
+    table = _downstream_classifiers()
+    if name in table:
+        return table[name]
+    m = _WRN_NAME.fullmatch(name) if isinstance(name, str) else None
+    if m is None:
+        raise ValueError(f"unknown classifier {name!r}; valid: {', '.join(table)}, or wrn-DEPTH-K for any WideResNet "
+                         f"(e.g. wrn-16-2)")
+    depth, k = int(m[1]), int(m[2])
+    if depth < 10 or (depth - 4) % 6 or k < 1:
+        raise ValueError(f"classifier {name!r}: a WideResNet needs DEPTH = 6n + 4 >= 10 (10, 16, 22, 28, ...) and "
+                         f"K >= 1; got DEPTH {depth}, K {k}")
+    return lambda c, n, s: WideResNet(depth=depth, widen_factor=k, num_classes=n, in_channels=c)
+
+
+def classifier_name(text: str) -> str:
+    """argparse type of ``--classifier``: a name :func:`downstream_classifier` accepts."""
+    try:
+        downstream_classifier(text)
+    except ValueError as e:
+        raise argparse.ArgumentTypeError(str(e)) from None
+    return text
+
+
+SCHEDULES = ("step", "cosine")
 
 
 @dataclass(frozen=True)
@@ -54,10 +97,13 @@ class EvaluateConfig:
         spcs: samples per class; one split per (spc, seed).
         seeds: split / training seeds.
         methods: batch policies to compare (see :func:`glico.experiments.policies.policy_names`).
-        classifier: downstream classifier name (``wrn-28-10``, ``resnet50``, ``vgg19``, ``weak``, ...).
+        classifier: downstream classifier name (``wrn-28-10``, ``resnet50``, ``vgg19``, ``weak``, any
+            ``wrn-DEPTH-K``; :func:`downstream_classifier`).
         epochs: classifier budget in epochs of the training set oversampled to 5000 images
             (:func:`steps_for`); the paper's 200 gives 8000 steps at batch 128.
-        batch_size, lr, weight_decay: the SGD recipe (paper: 128 / 0.1 for 32 px; 16 / 0.001 for CUB).
+        batch_size, lr, weight_decay: the SGD recipe (paper: 128 / 0.1 for 32 px; 16 / 0.001 for CUB;
+            weight decay 5e-4).
+        schedule: ``step`` (x0.2 at 30 / 60 / 80 % of the budget, the WideResNet schedule) or ``cosine``.
         glico_p: replacement probability of the GLICO policy.
         fit_epochs: GLICO fit budget.
         model: the GLICO composition by names (see :class:`glico.names.ModelSpec` fields), without
@@ -67,6 +113,10 @@ class EvaluateConfig:
         device: where to train.
         precision: the downstream classifier's arithmetic (:class:`glico.experiments.downstream.TrainConfig`):
             ``auto`` (bf16 autocast on GPUs with bf16 tensor cores, else fp32), ``fp32``, ``bf16``.
+        validation: score on this many held-out training images per class
+            (:func:`glico.data.validation_split`: disjoint from each split, different for each split)
+            instead of the test set, which is then not used at all. For choosing settings; ``None``
+            (default) scores on the test set.
     """
 
     data: str
@@ -86,14 +136,20 @@ class EvaluateConfig:
     max_test: int | None = None
     device: str = "cpu"
     precision: str = "auto"
+    schedule: str = "step"
+    validation: int | None = None
 
     def __post_init__(self) -> None:
         valid = policy_names()
         bad = [m for m in self.methods if m not in valid]
         if bad:
             raise ValueError(f"unknown method(s) {', '.join(bad)}; valid: {', '.join(valid)}")
-        if self.classifier not in _downstream_classifiers():
-            raise ValueError(f"unknown classifier {self.classifier!r}; valid: {', '.join(_downstream_classifiers())}")
+        downstream_classifier(self.classifier)
+        if self.schedule not in SCHEDULES:
+            raise ValueError(f"schedule must be one of {', '.join(SCHEDULES)}; got {self.schedule!r}")
+        if self.validation is not None and (isinstance(self.validation, bool) or not isinstance(self.validation, int)
+                                            or self.validation < 1):
+            raise ValueError(f"validation must be None or a number of images per class >= 1; got {self.validation!r}")
         if not self.spcs or min(self.spcs) < 1:
             raise ValueError(f"spc values must be >= 1; got {self.spcs}")
         if not self.seeds:
@@ -107,19 +163,21 @@ def mean_ste(values: list[float]) -> tuple[float, float]:
 
 
 def run_evaluation(cfg: EvaluateConfig, out: Path, progress: bool = True, echo: Callable[[str], None] = print,
-                   resume: bool = False) -> dict:
+                   resume: bool = False, fit_cache: Path | None = None) -> dict:
     """Run the evaluation grid and write results.json, results.md and results.png under ``out``.
 
     Every finished run is kept in ``out/runs.jsonl`` at once (:mod:`glico.experiments.runlog`), so an
     interruption loses only the run in progress; ``resume=True`` keeps those runs and runs only the
     missing ones (same settings required; the device may differ). Without it, a folder that already
-    holds finished runs is refused.
+    holds finished runs is refused. ``fit_cache``: a folder where GLICO fits are kept and found again
+    (:func:`fit_glico`'s ``cache_dir``), so that evaluations that differ only downstream (another
+    replacement probability, recipe or method list) fit GLICO once.
 
     Returns:
         The results dictionary written to results.json.
     """
     from glico.augment import GLICOAugmenter
-    from glico.data import load_data, small_sample_split
+    from glico.data import load_data, small_sample_split, validation_split
     from glico.training import resolve_device
 
     resolve_device(cfg.device)
@@ -135,11 +193,16 @@ def run_evaluation(cfg: EvaluateConfig, out: Path, progress: bool = True, echo: 
     c, h, w = data.train.images.shape[1:]
     k = len(data.train.class_names)
     flip = data.name != "digits"  # digits are not mirror-symmetric
-    factory = _downstream_classifiers()[cfg.classifier]
+    factory = downstream_classifier(cfg.classifier)
+    scored_on = "test" if cfg.validation is None else "validation"
+    if cfg.validation is not None:  # refused now, not after the first fit, when the classes are too small
+        validation_split(data.train, max(cfg.spcs), cfg.seeds[0], cfg.validation)
     runs: list[dict] = []
     started = time.perf_counter()
     done = ran = 0
-    echo(f"glico evaluate: {data.name}, {k} classes, {data.test.images.shape[0]} test images; spc {list(cfg.spcs)}, "
+    scoring = (f"{data.test.images.shape[0]} test images" if cfg.validation is None else
+               f"scored on {cfg.validation} held-out training images per class (validation; the test set is not used)")
+    echo(f"glico evaluate: {data.name}, {k} classes, {scoring}; spc {list(cfg.spcs)}, "
          f"seeds {list(cfg.seeds)}, methods {', '.join(cfg.methods)}, classifier {cfg.classifier} on {cfg.device}")
     to_run = total - len(kept)
     line = kept.resume_line(total)
@@ -150,15 +213,19 @@ def run_evaluation(cfg: EvaluateConfig, out: Path, progress: bool = True, echo: 
             for seed in cfg.seeds:
                 todo = [m for m in cfg.methods if kept.done(spc=spc, seed=seed, method=m) is None]
                 train, chosen = small_sample_split(data.train, spc, seed)
+                held_out = (data.test if cfg.validation is None else
+                            validation_split(data.train, spc, seed, cfg.validation)[0])
                 tcfg = downstream_config(train.images.shape[0], h, epochs=cfg.epochs, batch_size=cfg.batch_size,
                                          lr=cfg.lr, weight_decay=cfg.weight_decay, flip=flip, seed=seed,
-                                         device=cfg.device, progress=progress, precision=cfg.precision)
+                                         device=cfg.device, progress=progress, precision=cfg.precision,
+                                         cosine=cfg.schedule == "cosine")
                 augmenter = None
                 fit_info: dict[str, Any] = {}
                 if any(m in GLICO_METHODS for m in todo):
                     model, fit_info = fit_glico(cfg.model, train, seed=seed, epochs=cfg.fit_epochs,
                                                 batch_size=cfg.fit_batch_size, device=cfg.device, progress=progress,
-                                                samples_png=out / f"samples-spc{spc}-seed{seed}.png")
+                                                samples_png=out / f"samples-spc{spc}-seed{seed}.png",
+                                                cache_dir=fit_cache)
                     augmenter = GLICOAugmenter(model, p=cfg.glico_p, seed=seed)
                 for method in cfg.methods:
                     done += 1
@@ -166,7 +233,7 @@ def run_evaluation(cfg: EvaluateConfig, out: Path, progress: bool = True, echo: 
                     if previous is not None:
                         runs.append(previous)
                         continue
-                    acc = train_and_score(method, factory, train, data.test, tcfg, augmenter=augmenter, seed=seed,
+                    acc = train_and_score(method, factory, train, held_out, tcfg, augmenter=augmenter, seed=seed,
                                           desc=f"{method} spc{spc} s{seed}")
                     run = {"spc": spc, "seed": seed, "method": method, **acc,
                            "steps": tcfg.steps, "fit": fit_info if method in GLICO_METHODS else None}
@@ -184,11 +251,13 @@ def run_evaluation(cfg: EvaluateConfig, out: Path, progress: bool = True, echo: 
     results = {
         "glico_version": __version__,
         "config": config,
+        "scored_on": scored_on,
         "recipe": {"steps_per_run": {str(s): steps_for(s * k, cfg.batch_size, cfg.epochs) for s in cfg.spcs},
-                   "optimizer": "SGD, Nesterov momentum 0.9, step schedule x0.2 at 30/60/80 %",
+                   "optimizer": optimizer_text(cfg.schedule, cfg.weight_decay),
                    "precision": precision,
                    "standard_augmentation": f"random crop (pad {max(1, h // 8)})" + (" + horizontal flip" if flip else "")},
-        "data": {"name": data.name, "classes": k, "n_test": int(data.test.images.shape[0]), "image_shape": [c, h, w]},
+        "data": {"name": data.name, "classes": k, "n_test": int(data.test.images.shape[0]), "image_shape": [c, h, w],
+                 **({} if cfg.validation is None else {"n_validation": cfg.validation * k})},
         "runs": runs,
         "summary": summary,
         "seconds": round(time.perf_counter() - started, 1),
@@ -202,16 +271,25 @@ def run_evaluation(cfg: EvaluateConfig, out: Path, progress: bool = True, echo: 
 
 # ------------------------------------------------------------------ one split (shared with glico ablate)
 def downstream_config(n_train: int, image_size: int, *, epochs: int, batch_size: int, lr: float, weight_decay: float,
-                      flip: bool, seed: int, device: str, progress: bool, precision: str = "auto") -> TrainConfig:
+                      flip: bool, seed: int, device: str, progress: bool, precision: str = "auto",
+                      cosine: bool = False) -> TrainConfig:
     """The downstream recipe for one split: the same budget (:func:`steps_for`) for every method compared,
-    batch capped at the split's size, random-crop padding of 1/8 of the image side."""
+    batch capped at the split's size, random-crop padding of 1/8 of the image side, the step schedule
+    (or a cosine one)."""
     return TrainConfig(steps=steps_for(n_train, batch_size, epochs), batch_size=min(batch_size, n_train), lr=lr,
                        weight_decay=weight_decay, crop_pad=max(1, image_size // 8), flip=flip, seed=seed,
-                       device=device, progress=progress, precision=precision)
+                       device=device, progress=progress, precision=precision, cosine=cosine)
+
+
+def optimizer_text(schedule: str, weight_decay: float) -> str:
+    """The downstream optimiser in words, for results files."""
+    sched = "cosine schedule" if schedule == "cosine" else "step schedule x0.2 at 30/60/80 %"
+    return f"SGD, Nesterov momentum 0.9, weight decay {weight_decay:g}, {sched}"
 
 
 def fit_glico(model: Mapping[str, Any], train, *, seed: int, epochs: int, batch_size: int = 128, device: str = "cpu",
-              unlabeled: torch.Tensor | None = None, progress: bool = True, samples_png: Path | None = None):
+              unlabeled: torch.Tensor | None = None, progress: bool = True, samples_png: Path | None = None,
+              cache_dir: Path | None = None):
     """Compose the GLICO model named by ``model`` (fields of :class:`glico.names.ModelSpec` without
     image_shape / num_classes) for ``train`` and fit it on that split.
 
@@ -225,10 +303,14 @@ def fit_glico(model: Mapping[str, Any], train, *, seed: int, epochs: int, batch_
         unlabeled: images reconstructed without the classification term (transductive or
             semi-supervised mode); they get the code table's last rows.
         samples_png: if given, a grid of 8 samples per class is written there.
+        cache_dir: keep the fitted model in this folder (a glico checkpoint named by a hash of everything
+            the fit depends on: the images and labels, the composition, seed, budget and glico version) and
+            load it from there instead of fitting when it is already there. The fit is deterministic on
+            CPU, so a cached model is the one the fit would make; different settings never share a file.
 
     Returns:
         ``(model, info)``: the fitted :class:`glico.model.GLICO` and plain data about the fit (seconds,
-        last reconstruction loss, number of unlabelled images).
+        last reconstruction loss, number of unlabelled images; ``cached: true`` when it was loaded).
 
     Shape:
         train.images (N, C, H, W) in [0, 1]; unlabeled (M, C, H, W) in [0, 1]
@@ -240,17 +322,46 @@ def fit_glico(model: Mapping[str, Any], train, *, seed: int, epochs: int, batch_
     spec = ModelSpec(image_shape=(c, h, w), num_classes=len(train.class_names), **model)
     torch.manual_seed(seed)
     glico_model = build_model(spec)
-    t0 = time.perf_counter()
-    hist = fit(glico_model, train.images, train.labels, unlabeled=unlabeled,
-               config=FitConfig(epochs=epochs, batch_size=batch_size, seed=seed, device=device, progress=progress))
-    info: dict[str, Any] = {"seconds": round(time.perf_counter() - t0, 1), "reconstruction_last": hist.reconstruction[-1]}
-    if unlabeled is not None:
-        info["n_unlabeled"] = int(unlabeled.shape[0])
+    cached = None if cache_dir is None else (
+        Path(cache_dir) / f"fit-{_fit_key(spec, train, unlabeled, seed=seed, epochs=epochs, batch_size=batch_size, device=torch.device(device).type)}.pt")
+    if cached is not None and cached.is_file():
+        from glico.checkpoint import check_composition, load_model_state, read_checkpoint
+
+        payload = read_checkpoint(cached)
+        check_composition(payload, glico_model, cached)
+        load_model_state(glico_model, payload["model"])
+        glico_model.to(device)
+        info = {**payload["extra"]["fit_info"], "cached": True}
+        log.info("loaded the GLICO fit from %s", cached)
+    else:
+        t0 = time.perf_counter()
+        hist = fit(glico_model, train.images, train.labels, unlabeled=unlabeled,
+                   config=FitConfig(epochs=epochs, batch_size=batch_size, seed=seed, device=device, progress=progress))
+        info = {"seconds": round(time.perf_counter() - t0, 1), "reconstruction_last": hist.reconstruction[-1]}
+        if unlabeled is not None:
+            info["n_unlabeled"] = int(unlabeled.shape[0])
+        if cached is not None:
+            from glico.checkpoint import save_checkpoint
+
+            save_checkpoint(cached, glico_model, extra={"fit_info": info, "spec": spec.to_dict()})
     if samples_png is not None:
         from glico.viz import class_grid, save_grid
 
         save_grid(class_grid(glico_model, 8, seed), samples_png, nrow=8)
     return glico_model, info
+
+
+def _fit_key(spec, train, unlabeled: torch.Tensor | None, **budget: Any) -> str:
+    """A hash of everything a fit depends on (the images' bytes included), for :func:`fit_glico`'s cache."""
+    import hashlib
+
+    h = hashlib.sha256(json.dumps({"glico": __version__, "spec": spec.to_dict(), **budget}, sort_keys=True).encode())
+    for t in (train.images, train.labels, unlabeled):
+        if t is not None:
+            t = t.detach().cpu().contiguous()
+            h.update(str((t.dtype, tuple(t.shape))).encode())
+            h.update(t.view(-1).view(torch.uint8).numpy().tobytes())
+    return h.hexdigest()[:24]
 
 
 def train_and_score(method: str, factory: Callable[[int, int, int], nn.Module], train, test, config: TrainConfig, *,
@@ -298,7 +409,10 @@ def markdown_table(summary: list[dict], cfg: EvaluateConfig) -> str:
     methods = list(dict.fromkeys(r["method"] for r in summary))
     head = "| method | " + " | ".join(f"top-1 @ {s} spc | top-5 @ {s} spc" for s in spcs) + " |"
     sep = "|---|" + "---|---|" * len(spcs)
-    lines = [f"Accuracy (%) on {cfg.data}, classifier {cfg.classifier}, mean ± STE over seeds {list(cfg.seeds)}", "", head, sep]
+    scored = ("the test set" if cfg.validation is None else
+              f"validation images ({cfg.validation} per class held out of the training set; not the test set)")
+    lines = [f"Accuracy (%) on {cfg.data}, {scored}, classifier {cfg.classifier}, mean ± STE over seeds "
+             f"{list(cfg.seeds)}", "", head, sep]
     for m in methods:
         cells = []
         for s in spcs:
@@ -364,18 +478,26 @@ def add_evaluate_parser(sub, family_args: Callable[[argparse.ArgumentParser], No
     e.add_argument("--methods", default=("baseline", "glico"), type=_methods,
                    help=f"comma-separated: {', '.join(policy_names())}")
     e.add_argument("--out", required=True, help="folder for results.json, results.md, results.png")
-    e.add_argument("--classifier", default="wrn-28-10", choices=list(_downstream_classifiers()),
-                   help="downstream classifier (weak = the fast CPU option)")
+    e.add_argument("--classifier", default="wrn-28-10", type=classifier_name,
+                   help=f"downstream classifier: {', '.join(_downstream_classifiers())} or wrn-DEPTH-K for any "
+                        f"WideResNet (wrn-16-1 and weak are the CPU-sized options)")
     e.add_argument("--epochs", default=200, type=positive_int,
                    help="classifier budget: epochs over the split oversampled to 5000 images (paper: 200 -> 8000 steps at batch 128)")
     e.add_argument("--fit-epochs", default=200, type=positive_int, help="GLICO fit budget in epochs (default: 200)")
     e.add_argument("--batch-size", default=None, type=positive_int, help="default 128 (CUB: 16)")
     e.add_argument("--lr", default=None, type=positive_float, help="default 0.1 (CUB: 0.001)")
+    add_schedule_flags(e)
+    e.add_argument("--validation", default=None, type=positive_int, metavar="N",
+                   help="score on N held-out training images per class instead of the test set (for choosing "
+                        "settings; the test set is then not used)")
     e.add_argument("--glico-p", default=0.5, type=nonnegative_float, help="GLICO replacement probability (default: 0.5)")
     e.add_argument("--image-size", default=None, type=positive_int, help="resize images to this side (default: as stored)")
     e.add_argument("--max-test", default=None, type=int, help="evaluate on a fixed stratified subsample of the test set")
     e.add_argument("--device", default="cpu", help="cpu | cuda | cuda:N (default: cpu)")
     add_precision_flag(e)
+    e.add_argument("--fit-cache", default=None, metavar="DIR",
+                   help="keep GLICO fits in DIR and reuse them when an evaluation needs the same fit (same split, "
+                        "composition, seed and fit budget); not part of the results' settings")
     e.add_argument("--quiet", action="store_true")
     add_resume_flag(e)
     family_args(e)
@@ -393,6 +515,13 @@ def model_fields_from_args(args) -> dict[str, Any]:
     if getattr(args, "feature_net", None) is not None:
         fields["feature_net"] = args.feature_net
     return fields
+
+
+def add_schedule_flags(parser: argparse.ArgumentParser) -> None:
+    """``--weight-decay`` and ``--schedule`` of the downstream SGD recipe (evaluate, ablate)."""
+    parser.add_argument("--weight-decay", default=5e-4, type=nonnegative_float, help="SGD weight decay")
+    parser.add_argument("--schedule", default="step", choices=SCHEDULES,
+                        help="learning-rate schedule: step (x0.2 at 30/60/80 %% of the budget) or cosine")
 
 
 def add_resume_flag(parser: argparse.ArgumentParser) -> None:
@@ -425,8 +554,10 @@ def cmd_evaluate(args) -> int:
     cfg = EvaluateConfig(
         data=args.data, spcs=args.spc, seeds=args.seeds, methods=args.methods, classifier=args.classifier,
         epochs=args.epochs, batch_size=default_batch_size(args), lr=default_lr(args),
-        glico_p=args.glico_p, fit_epochs=args.fit_epochs, model=model, image_size=args.image_size,
-        max_test=args.max_test, device=args.device, precision=args.precision,
+        weight_decay=args.weight_decay, glico_p=args.glico_p, fit_epochs=args.fit_epochs, model=model,
+        image_size=args.image_size, max_test=args.max_test, device=args.device, precision=args.precision,
+        schedule=args.schedule, validation=args.validation,
     )
-    run_evaluation(cfg, Path(args.out), progress=not args.quiet, resume=args.resume)
+    run_evaluation(cfg, Path(args.out), progress=not args.quiet, resume=args.resume,
+                   fit_cache=None if args.fit_cache is None else Path(args.fit_cache))
     return 0

@@ -478,15 +478,14 @@ def _factories(
     def glico() -> GLICOPolicy:
         if glico_augmenter is None:
             raise ValueError(
-                "the GLICO policies ('glico', 'glico+autoaugment') need glico_augmenter=GLICOAugmenter(model, p, seed) "
+                "the GLICO policies ('glico', 'glico+autoaugment', ...) need glico_augmenter=GLICOAugmenter(model, p, seed) "
                 "built from a GLICO model fitted on the training set; none was given"
             )
         return GLICOPolicy(glico_augmenter)
 
     # DeVries & Taylor cut half the side of a 32 px CIFAR-10 image; keep that proportion at other sizes.
     cutout_size = 16 if image_size is None else max(1, image_size // 2)
-    return {
-        "baseline": lambda: Standard(),
+    policies: dict[str, Callable[[], BatchPolicy]] = {
         "cutout": lambda: Cutout(size=cutout_size, seed=seed),
         "random-erasing": lambda: RandomErasing(seed=seed),
         "autoaugment": lambda: AutoAugment(seed=seed),
@@ -494,9 +493,10 @@ def _factories(
         "trivialaugment": lambda: TrivialAugmentWide(seed=seed),
         "mixup": lambda: MixUp(num_classes=num_classes, seed=seed),
         "cutmix": lambda: CutMix(num_classes=num_classes, seed=seed),
-        "glico": glico,
-        "glico+autoaugment": lambda: Compose(glico(), AutoAugment(seed=seed)),
     }
+    # GLICO then a policy on the whole batch, the synthetic images included (the paper's GLICO + AutoAugment).
+    combined = {f"glico+{name}": (lambda make=make: Compose(glico(), make())) for name, make in policies.items()}
+    return {"baseline": lambda: Standard(), **policies, "glico": glico, **combined}
 
 
 def policy_names() -> tuple[str, ...]:
@@ -515,7 +515,9 @@ def build_policy(
     """Resolve a method name (command line) to a policy with the paper's / the libraries' default settings.
 
     Names: baseline, cutout, random-erasing, autoaugment, randaugment, trivialaugment, mixup, cutmix,
-    glico, glico+autoaugment.
+    glico, and glico+NAME for each of the policies before it but the baseline (GLICO's replacement, then
+    that policy on the whole batch, synthetic images included: ``glico+autoaugment`` is the paper's
+    GLICO + AutoAugment).
 
     Args:
         name: the method.

@@ -25,10 +25,8 @@ from tests.glico.toy_data import toy_data
 from glico.losses import PixelLoss
 from glico.training import FitConfig, fit
 
-NAMES = (
-    "baseline", "cutout", "random-erasing", "autoaugment", "randaugment", "trivialaugment",
-    "mixup", "cutmix", "glico", "glico+autoaugment",
-)
+POLICIES = ("cutout", "random-erasing", "autoaugment", "randaugment", "trivialaugment", "mixup", "cutmix")
+NAMES = ("baseline", *POLICIES, "glico", *(f"glico+{p}" for p in POLICIES))
 DEVICES = ["cpu"] + (["cuda"] if torch.cuda.is_available() else [])
 
 
@@ -78,7 +76,7 @@ def test_every_policy_keeps_shape_dtype_range_device(name, device, fitted):
         assert out.shape == x.shape and out.dtype == x.dtype and out.device == x.device
         assert out.min() >= 0 and out.max() <= 1
         assert t.device == y.device and t.shape[0] == x.shape[0]
-        if name in ("mixup", "cutmix"):
+        if name.rpartition("+")[2] in ("mixup", "cutmix"):  # soft targets, also after GLICO
             assert t.shape == (x.shape[0], 5) and t.is_floating_point()
         else:
             assert torch.equal(t, y) and t.dtype == torch.int64
@@ -98,8 +96,10 @@ def test_build_policy_types(fitted):
     }
     for name, cls in expected.items():
         assert type(_policy(name, fitted)) is cls
-    both = _policy("glico+autoaugment", fitted)
-    assert isinstance(both.first, GLICOPolicy) and isinstance(both.second, AutoAugment)
+    for name in POLICIES:  # glico+NAME: GLICO's replacement first, then that policy on the batch
+        both = _policy(f"glico+{name}", fitted)
+        assert type(both) is Compose and isinstance(both.first, GLICOPolicy)
+        assert type(both.second) is expected[name]
     assert build_policy("cutout", num_classes=3, image_size=32).size == 16
     assert build_policy("cutout", num_classes=3).size == 16
     assert build_policy("cutout", num_classes=3, image_size=8).size == 4
@@ -112,7 +112,7 @@ def test_unknown_name_lists_valid_names():
         assert name in str(e.value)
 
 
-@pytest.mark.parametrize("name", ["glico", "glico+autoaugment"])
+@pytest.mark.parametrize("name", ["glico", "glico+autoaugment", "glico+cutmix"])
 def test_glico_names_require_an_augmenter(name):
     with pytest.raises(ValueError, match="glico_augmenter"):
         build_policy(name, num_classes=10)
