@@ -68,3 +68,14 @@ def int_list(text: str, minimum: int = 0) -> tuple[int, ...]:
 
 def positive_int_list(text: str) -> tuple[int, ...]:
     return int_list(text, minimum=1)
+
+
+def unit_float_list(text: str) -> tuple[float, ...]:
+    """Comma-separated numbers in [0, 1] (e.g. interpolation factors t)."""
+    try:
+        values = tuple(float(v) for v in text.split(",") if v.strip())
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected comma-separated numbers in [0, 1], got {text!r}") from None
+    if not values or any(not 0.0 <= v <= 1.0 for v in values):
+        raise argparse.ArgumentTypeError(f"expected comma-separated numbers in [0, 1], got {text!r}")
+    return values

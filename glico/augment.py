@@ -7,6 +7,8 @@ partner draw, the generator; nothing waits on the host.
 """
 from __future__ import annotations
 
+from typing import Sequence
+
 import torch
 
 from glico._checks import check_images
@@ -22,13 +24,24 @@ class GLICOAugmenter:
         p: replacement probability per example (paper: 0.5).
         seed: seeds the coin flips and the sampling; successive calls use successive seeds.
         check_inputs: validate every batch against the image contract (costs one host sync per call).
+        t_values: the set t is drawn from (default: the model's, the paper's {0.1, 0.2, 0.3, 0.4}).
+        only_replaced: run the generator on the replaced examples only (about a fraction ``p`` of the
+            batch) instead of the whole batch. The draws are the same either way and the generator runs
+            in eval mode (no batch statistics), so each replaced image is the same up to float rounding;
+            choosing the rows costs a host sync, so ``None`` (default) does it on the CPU, where the
+            generator is a large part of a step, and not on GPUs.
     """
 
-    def __init__(self, model: GLICO, p: float = 0.5, seed: int = 0, check_inputs: bool = False) -> None:
+    def __init__(self, model: GLICO, p: float = 0.5, seed: int = 0, check_inputs: bool = False,
+                 t_values: Sequence[float] | None = None, only_replaced: bool | None = None) -> None:
         if not 0.0 <= p <= 1.0:
             raise ValueError(f"p must be a probability in [0, 1]; got {p}")
+        if t_values is not None and (not len(t_values) or any(not 0.0 <= float(t) <= 1.0 for t in t_values)):
+            raise ValueError(f"t_values must be a non-empty set of numbers in [0, 1]; got {t_values}")
         model._require_fitted()
         self.model, self.p, self.seed, self.check_inputs = model, float(p), int(seed), check_inputs
+        self.t_values = model.t_values if t_values is None else tuple(float(t) for t in t_values)
+        self.only_replaced = only_replaced
         self._calls = 0
 
     @torch.no_grad()
@@ -61,11 +74,20 @@ class GLICOAugmenter:
         model = self.model
         codes = model.codes.weight.detach()
         inputs = model.interpolator.sample_inputs(
-            codes, idx.to(codes.device), model.class_index, model.t_values, model.noise, substream(seed, 1),
+            codes, idx.to(codes.device), model.class_index, self.t_values, model.noise, substream(seed, 1),
             check_indices=self.check_inputs,
         )
+        subset = images.device.type == "cpu" if self.only_replaced is None else self.only_replaced
         was = model.generator.training
         model.generator.eval()
-        synth = model.generator(inputs).to(images.device, images.dtype)
-        model.generator.train(was)
-        return torch.where(replace[:, None, None, None], synth, images)
+        try:
+            if not subset:
+                synth = model.generator(inputs).to(images.device, images.dtype)
+                return torch.where(replace[:, None, None, None], synth, images)
+            rows = replace.nonzero().flatten()
+            out = images.clone()
+            if rows.numel():
+                out[rows] = model.generator(inputs[rows.to(inputs.device)]).to(images.device, images.dtype)
+            return out
+        finally:
+            model.generator.train(was)

@@ -26,7 +26,7 @@ from glico import __version__
 from glico.experiments.downstream import PRECISIONS, TrainConfig, evaluate, resolve_precision, steps_for, train_classifier
 from glico.experiments.policies import build_policy, policy_names
 from glico.experiments.runlog import RunLog
-from glico._argtypes import int_list, nonnegative_float, positive_float, positive_int, positive_int_list
+from glico._argtypes import int_list, nonnegative_float, positive_float, positive_int, positive_int_list, unit_float_list
 
 log = logging.getLogger(__name__)
 
@@ -105,6 +105,7 @@ class EvaluateConfig:
             weight decay 5e-4).
         schedule: ``step`` (x0.2 at 30 / 60 / 80 % of the budget, the WideResNet schedule) or ``cosine``.
         glico_p: replacement probability of the GLICO policy.
+        glico_t: the set the GLICO policy draws t from (None: the paper's 0.1, 0.2, 0.3, 0.4).
         fit_epochs: GLICO fit budget.
         model: the GLICO composition by names (see :class:`glico.names.ModelSpec` fields), without
             image_shape / num_classes.
@@ -138,6 +139,7 @@ class EvaluateConfig:
     precision: str = "auto"
     schedule: str = "step"
     validation: int | None = None
+    glico_t: tuple[float, ...] | None = None
 
     def __post_init__(self) -> None:
         valid = policy_names()
@@ -150,6 +152,8 @@ class EvaluateConfig:
         if self.validation is not None and (isinstance(self.validation, bool) or not isinstance(self.validation, int)
                                             or self.validation < 1):
             raise ValueError(f"validation must be None or a number of images per class >= 1; got {self.validation!r}")
+        if self.glico_t is not None and (not self.glico_t or any(not 0.0 <= float(t) <= 1.0 for t in self.glico_t)):
+            raise ValueError(f"glico_t must be None or a non-empty set of numbers in [0, 1]; got {self.glico_t!r}")
         if not self.spcs or min(self.spcs) < 1:
             raise ValueError(f"spc values must be >= 1; got {self.spcs}")
         if not self.seeds:
@@ -183,7 +187,8 @@ def run_evaluation(cfg: EvaluateConfig, out: Path, progress: bool = True, echo: 
     resolve_device(cfg.device)
     precision = resolve_precision(cfg.precision, cfg.device)  # refuses bf16 off CUDA before any work
     total = len(cfg.spcs) * len(cfg.seeds) * len(cfg.methods)
-    config = {**asdict(cfg), "spcs": list(cfg.spcs), "seeds": list(cfg.seeds), "methods": list(cfg.methods)}
+    config = {**asdict(cfg), "spcs": list(cfg.spcs), "seeds": list(cfg.seeds), "methods": list(cfg.methods),
+              "glico_t": None if cfg.glico_t is None else list(cfg.glico_t)}
     # Before the data are loaded (minutes for CUB), so that a folder that will be refused is refused at once.
     # The device may change on resume, the arithmetic it resolves to may not; nor may anything but the version.
     kept = RunLog(out, {"command": "evaluate", "glico_version": __version__, "config": config,
@@ -226,7 +231,7 @@ def run_evaluation(cfg: EvaluateConfig, out: Path, progress: bool = True, echo: 
                                                 batch_size=cfg.fit_batch_size, device=cfg.device, progress=progress,
                                                 samples_png=out / f"samples-spc{spc}-seed{seed}.png",
                                                 cache_dir=fit_cache)
-                    augmenter = GLICOAugmenter(model, p=cfg.glico_p, seed=seed)
+                    augmenter = GLICOAugmenter(model, p=cfg.glico_p, seed=seed, t_values=cfg.glico_t)
                 for method in cfg.methods:
                     done += 1
                     previous = kept.done(spc=spc, seed=seed, method=method)
@@ -491,6 +496,8 @@ def add_evaluate_parser(sub, family_args: Callable[[argparse.ArgumentParser], No
                    help="score on N held-out training images per class instead of the test set (for choosing "
                         "settings; the test set is then not used)")
     e.add_argument("--glico-p", default=0.5, type=nonnegative_float, help="GLICO replacement probability (default: 0.5)")
+    e.add_argument("--glico-t", default=None, type=unit_float_list,
+                   help="comma-separated set the GLICO policy draws t from (default: the paper's 0.1,0.2,0.3,0.4)")
     e.add_argument("--image-size", default=None, type=positive_int, help="resize images to this side (default: as stored)")
     e.add_argument("--max-test", default=None, type=int, help="evaluate on a fixed stratified subsample of the test set")
     e.add_argument("--device", default="cpu", help="cpu | cuda | cuda:N (default: cpu)")
@@ -556,7 +563,7 @@ def cmd_evaluate(args) -> int:
         epochs=args.epochs, batch_size=default_batch_size(args), lr=default_lr(args),
         weight_decay=args.weight_decay, glico_p=args.glico_p, fit_epochs=args.fit_epochs, model=model,
         image_size=args.image_size, max_test=args.max_test, device=args.device, precision=args.precision,
-        schedule=args.schedule, validation=args.validation,
+        schedule=args.schedule, validation=args.validation, glico_t=args.glico_t,
     )
     run_evaluation(cfg, Path(args.out), progress=not args.quiet, resume=args.resume,
                    fit_cache=None if args.fit_cache is None else Path(args.fit_cache))

@@ -11,6 +11,7 @@ from glico.losses import PixelLoss
 from glico.noise import NoNoise
 from glico.training import FitConfig, fit
 from tests.glico.toy_data import toy_data
+from tests.tolerances import tol
 
 
 def small_model(**kw):
@@ -111,6 +112,42 @@ def test_augmenter_replaces_about_p_and_keeps_shape():
     replaced = (out != big).flatten(1).any(1).float().mean()
     assert 0.4 < replaced < 0.6  # 600 coin flips: 5 sigma ~ 0.1
     assert torch.equal(GLICOAugmenter(m, p=0.0)(x, torch.arange(len(x))), x)
+
+
+def test_augmenter_generating_only_the_replaced_rows_gives_the_full_batch_result():
+    # only_replaced runs the generator on about p*B rows; the draws and the eval-mode generator are the
+    # same, so the images match the whole-batch path to float32 rounding, and kept rows are untouched.
+    x, y = toy_data()
+    m = small_model()
+    fit(m, x, y, config=FitConfig(epochs=3, progress=False))
+    big, idx = x.repeat(8, 1, 1, 1), torch.arange(len(x)).repeat(8)
+    calls = []
+    m.generator.register_forward_hook(lambda mod, args, out: calls.append(args[0].shape[0]))
+    m.generator.train()
+    full = GLICOAugmenter(m, p=0.3, seed=5, only_replaced=False)(big, idx)
+    part = GLICOAugmenter(m, p=0.3, seed=5, only_replaced=True)(big, idx)
+    default = GLICOAugmenter(m, p=0.3, seed=5)(big, idx)  # CPU: only the replaced rows
+    replaced = (full != big).flatten(1).any(1)
+    assert calls[0] == len(big) and calls[1] == calls[2] == int(replaced.sum()) < len(big)
+    torch.testing.assert_close(part, full, **tol(torch.float32))
+    assert torch.equal(part[~replaced], big[~replaced]) and torch.equal(default, part)
+    assert m.generator.training  # the generator's mode is restored (it ran in eval mode)
+
+
+def test_augmenter_t_values_override_the_models():
+    x, y = toy_data()
+    m = small_model()
+    fit(m, x, y, config=FitConfig(epochs=1, progress=False))
+    with pytest.raises(ValueError, match="t_values must be a non-empty set of numbers in \\[0, 1\\]"):
+        GLICOAugmenter(m, t_values=(0.2, 1.5))
+    # t = 0 is the anchor's own code: with p = 1 every image becomes the anchor's reconstruction plus noise,
+    # whichever partner is drawn, so two seeds agree up to the noise only.
+    aug0 = GLICOAugmenter(m, p=1.0, seed=1, t_values=(0.0,))
+    assert aug0.t_values == (0.0,) and GLICOAugmenter(m).t_values == m.t_values
+    idx = torch.arange(len(x))
+    a, b = aug0(x, idx), GLICOAugmenter(m, p=1.0, seed=2, t_values=(0.0,))(x, idx)
+    far = GLICOAugmenter(m, p=1.0, seed=2, t_values=(1.0,))(x, idx)
+    assert (a - b).abs().mean() < (a - far).abs().mean()
 
 
 def test_augmenter_partners_are_uniform_over_the_class_whatever_the_coin(monkeypatch):

@@ -178,3 +178,32 @@ class TestImageSetContract:
             Dataset(a, b, "x")
         with pytest.raises(DataError, match="must match"):
             Dataset(a, c, "x")
+
+
+# --- validation_split: held-out training images for choosing settings ---------------------------
+
+@pytest.mark.parametrize("spc,per_class", [(1, 1), (3, 5), (5, 5)])
+def test_validation_split_is_disjoint_from_the_split_and_balanced(gen, spc, per_class):
+    from glico.data import validation_split
+
+    train = make_set([12, 10, 15, 11], gen)
+    _, chosen = small_sample_split(train, spc, seed=4)
+    held, idx = validation_split(train, spc, 4, per_class)
+    assert idx.dtype == torch.int64 and idx.shape == (4 * per_class,)
+    assert torch.equal(held.class_counts(), torch.full((4,), per_class))
+    assert not set(idx.tolist()) & set(chosen.tolist()), "validation images must not be training images"
+    assert torch.equal(held.images, train.images[idx]) and torch.all(idx[1:] > idx[:-1])
+    # Same arguments, same images; the next images of each class's seeded order (split at a larger spc).
+    assert torch.equal(validation_split(train, spc, 4, per_class)[1], idx)
+    _, both = small_sample_split(train, spc + per_class, seed=4)
+    assert set(both.tolist()) == set(chosen.tolist()) | set(idx.tolist())
+
+
+def test_validation_split_refuses_classes_too_small_naming_the_limit():
+    from glico.data import validation_split
+
+    train = make_set([12, 7, 15])
+    with pytest.raises(DataError, match=r"'c1' has 7; use at most 4 validation images per class"):
+        validation_split(train, 3, 0, 5)
+    with pytest.raises(DataError, match="validation images per class must be an integer >= 1"):
+        validation_split(train, 3, 0, 0)

@@ -123,3 +123,16 @@ def test_auto_follows_the_device(monkeypatch):
     train_classifier(_tiny(), torch.rand(4, 3, 8, 8), torch.zeros(4, dtype=torch.long),
                      TrainConfig(steps=1, batch_size=2, progress=False))
     assert seen == ["fp32"]
+
+
+def test_cpu_default_trains_in_channels_last():
+    # channels_last=None means channels-last batches on the CPU (measured faster there), and the model
+    # is handed back in the default layout.
+    layouts = []
+    model = _tiny()
+    model[0].register_forward_pre_hook(
+        lambda m, args: layouts.append(args[0].is_contiguous(memory_format=torch.channels_last)))
+    images, labels = torch.rand(8, 3, 12, 12), torch.arange(4).repeat(2)
+    train_classifier(model, images, labels, TrainConfig(steps=2, batch_size=4, progress=False))
+    assert layouts == [True, True]
+    assert all(p.is_contiguous() for p in model.parameters())

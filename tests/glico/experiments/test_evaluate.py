@@ -3,6 +3,7 @@ import json
 import math
 
 import pytest
+import torch
 
 from glico.cli import main
 from glico.experiments.evaluate import EvaluateConfig, aggregate, markdown_table, mean_ste
@@ -61,3 +62,84 @@ def test_evaluate_bad_method_is_refused_by_the_parser(capsys):
     with pytest.raises(SystemExit):
         main(["evaluate", "--data", "digits", "--spc", "2", "--methods", "baseline,nope", "--out", "x"])
     assert "unknown method(s) nope" in capsys.readouterr().err
+
+
+# --- downstream classifier names -----------------------------------------------------------------
+
+def test_any_wide_resnet_by_name_and_clear_errors():
+    from glico.classifiers import WideResNet
+    from glico.experiments.evaluate import downstream_classifier
+
+    net = downstream_classifier("wrn-16-1")(3, 7, 32)
+    assert isinstance(net, WideResNet) and (net.depth, net.widen_factor, net.num_classes) == (16, 1, 7)
+    net = downstream_classifier("wrn-10-3")(1, 4, 8)
+    assert (net.depth, net.widen_factor, net.in_channels) == (10, 3, 1)
+    with pytest.raises(ValueError, match="DEPTH = 6n \\+ 4 >= 10"):
+        downstream_classifier("wrn-15-2")
+    with pytest.raises(ValueError, match="unknown classifier 'resnet18'; valid: wrn-28-10.*wrn-DEPTH-K"):
+        downstream_classifier("resnet18")
+    with pytest.raises(ValueError, match="unknown classifier"):
+        EvaluateConfig(data="digits", classifier="wrn-16")
+
+
+def test_cli_refuses_a_bad_classifier_before_any_work(capsys, tmp_path):
+    with pytest.raises(SystemExit):
+        main(["evaluate", "--data", "digits", "--spc", "2", "--classifier", "wrn-16-0", "--out", str(tmp_path / "x")])
+    assert "K >= 1" in capsys.readouterr().err
+    assert not (tmp_path / "x").exists()
+
+
+# --- scoring on held-out training images ---------------------------------------------------------
+
+def test_validation_scores_on_held_out_training_images_never_the_test_set(tmp_path, monkeypatch):
+    import glico.experiments.evaluate as ev
+    from glico.data import load_data, small_sample_split, validation_split
+
+    scored = []
+    real = ev.evaluate
+
+    def spy(clf, images, labels, **kw):
+        scored.append(images.clone())
+        return real(clf, images, labels, **kw)
+
+    monkeypatch.setattr(ev, "evaluate", spy)
+    cfg = EvaluateConfig(data="digits", spcs=(3,), seeds=(0, 1), methods=("baseline",), classifier="weak", epochs=1,
+                         validation=6, schedule="cosine")
+    results = ev.run_evaluation(cfg, tmp_path / "val", progress=False, echo=lambda s: None)
+    data = load_data("digits")
+    assert results["scored_on"] == "validation" and results["data"]["n_validation"] == 60
+    for seed, images in zip((0, 1), scored):
+        held, idx = validation_split(data.train, 3, seed, 6)
+        _, chosen = small_sample_split(data.train, 3, seed)
+        assert torch.equal(images, held.images) and not set(idx.tolist()) & set(chosen.tolist())
+        assert images.shape[0] != data.test.images.shape[0]
+    assert "validation images (6 per class held out of the training set; not the test set)" in \
+        (tmp_path / "val" / "results.md").read_text()
+    assert "cosine schedule" in results["recipe"]["optimizer"]
+
+
+# --- the fit cache --------------------------------------------------------------------------------
+
+def test_fit_cache_gives_the_same_model_without_fitting_again(tmp_path, monkeypatch):
+    import glico.training
+    from glico.data import load_data, small_sample_split
+    from glico.experiments.evaluate import fit_glico
+
+    train, _ = small_sample_split(load_data("digits").train, 3, 0)
+    kw = dict(seed=0, epochs=3, batch_size=16, progress=False, cache_dir=tmp_path / "fits")
+    model = {"loss": "pixel", "code_dim": 8}
+    first, info = fit_glico(model, train, **kw)
+    assert len(list((tmp_path / "fits").iterdir())) == 1 and "cached" not in info
+
+    def no_fit(*a, **k):
+        raise AssertionError("a cached fit must not be fitted again")
+
+    monkeypatch.setattr(glico.training, "fit", no_fit)
+    again, info2 = fit_glico(model, train, **kw)
+    assert info2 == {**info, "cached": True}
+    for (name, p), q in zip(first.state_dict().items(), again.state_dict().values()):
+        assert torch.equal(p, q), name
+    assert torch.equal(first.codes.weight, again.codes.weight) and torch.equal(first.labels, again.labels)
+    # Anything the fit depends on changes the file: here the seed (and so a fit is attempted).
+    with pytest.raises(AssertionError, match="must not be fitted again"):
+        fit_glico(model, train, **{**kw, "seed": 1})
