@@ -4,7 +4,8 @@ straightforward eager implementation of the same model written here, in the same
 Run ``pytest bench/test_step.py`` (or ``pytest bench/``). With CUDA the full grid runs: batch
 (128, 512) x image size (32, 64). Without CUDA one tiny case runs (batch 8, 32 px, DCGAN at 32,
 2 timed steps), so CI proves the benchmarks work; its rows go to ``bench/results/cpu-step-*.json``
-and are a smoke test, not a measurement.
+and are a smoke test, not a measurement. ``GLICO_BENCH_CPU=1`` measures on the CPU instead: batch 64,
+32 px (the CPU recipe of docs/reproducing.md), the weak CNN and WRN-16-1, 20 timed steps, 3 repeats.
 
 Fit step, providers (images/s = batch / time per step):
     ``eager``          the straightforward step written below (:class:`EagerGLICO`): a dense code table
@@ -30,6 +31,8 @@ Classifier step, providers (weak 4-conv CNN; WideResNet-28-10 too at 32 px on CU
     ``plain``        :func:`glico.experiments.downstream.train_classifier`, standard crop + flip only;
     ``glico``        the same with :class:`glico.experiments.policies.GLICOPolicy` (the library's
                      augmenter: on-device coin flips, partner draw and slerp, no host round trip);
+    ``glico-all``    the library's augmenter with ``only_replaced=False``: the generator runs on the whole
+                     batch (the GPU default; on CPU the default runs it on the replaced rows only);
     ``eager-glico``  the same with :class:`EagerAugment` below: partners and t drawn on the host per
                      example, slerp written out, a host round trip per batch.
 Each at ``precision="fp32"`` and at the default ``"auto"`` (bf16 autocast + channels_last on GPUs with
@@ -42,6 +45,7 @@ Every row records the median and range of the repeats, in ms per step, and image
 from __future__ import annotations
 
 import math
+import os
 import random
 import time
 
@@ -79,6 +83,17 @@ if CUDA:
     EAGER_STEPS = (10, 10, 6)  # warm-up steps, steps per timed chunk, chunks
     CLS_STEPS = (10, 60)  # short, long classifier run: 50 timed steps
     REPEATS = 3
+elif os.environ.get("GLICO_BENCH_CPU") == "1":
+    # CPU measurement (opt-in, ~5 min on 2 cores): the CPU recipe's batch (64, 32 px) and classifiers.
+    CASES = [pytest.param(64, 32, id="cpu-B64-32px")]
+    FIT_PROVIDERS = ("eager", "glico")
+    CLASSIFIERS = ("weak", "wrn-16-1")
+    IMAGES_PER_BATCH = 2
+    FIT_EPOCHS, FIT_LOG_EVERY = 4, 2  # 8 steps: 3 timed intervals of 2 steps after the first log
+    EAGER_STEPS = (2, 2, 3)
+    CLS_STEPS = (5, 25)  # 20 timed steps
+    REPEATS = 3
+    HEADLINE = (64, 32)
 else:
     # CPU: one tiny case (DCGAN at 32 px, batch 8), 2 timed steps: proves the benchmark runs.
     CASES = [pytest.param(8, 32, id="cpu-tiny-B8-32px")]
@@ -90,7 +105,7 @@ else:
     CLS_STEPS = (1, 3)
     REPEATS = 1
 
-CLS_PROVIDERS = ("plain", "glico", "eager-glico")
+CLS_PROVIDERS = ("plain", "glico", "glico-all", "eager-glico")
 
 
 def _data(batch: int, size: int, seed: int = 0) -> tuple[torch.Tensor, torch.Tensor]:
@@ -247,7 +262,8 @@ class EagerAugment:
 def _classifier(name: str, size: int) -> nn.Module:
     if name == "weak":
         return WeakCNN(in_channels=3, num_classes=NUM_CLASSES, image_size=size)
-    return WideResNet(28, 10, num_classes=NUM_CLASSES)
+    depth, k = (int(v) for v in name.split("-")[1:])
+    return WideResNet(depth, k, num_classes=NUM_CLASSES)
 
 
 def _policy(provider: str, images: torch.Tensor, labels: torch.Tensor, size: int):
@@ -259,6 +275,8 @@ def _policy(provider: str, images: torch.Tensor, labels: torch.Tensor, size: int
     model.to(DEVICE)
     if provider == "glico":
         return GLICOPolicy(GLICOAugmenter(model, p=0.5, seed=0))
+    if provider == "glico-all":
+        return GLICOPolicy(GLICOAugmenter(model, p=0.5, seed=0, only_replaced=False))
     return EagerAugment(model, labels)
 
 
@@ -315,7 +333,7 @@ def test_targets(record):
         for precision in CLS_PRECISIONS:
             plain = _find(kind="classifier_step", provider="plain", classifier=classifier, B=batch, size=size,
                           precision=precision)
-            for provider in ("glico", "eager-glico"):
+            for provider in ("glico", "glico-all", "eager-glico"):
                 aug = _find(kind="classifier_step", provider=provider, classifier=classifier, B=batch, size=size,
                             precision=precision)
                 if plain and aug and plain["ms_median"] > 0:
