@@ -12,7 +12,7 @@ from pathlib import Path
 import torch
 
 from glico import __version__
-from glico._argtypes import nonnegative_float, nonnegative_int, positive_float, positive_int
+from glico._argtypes import int_list, nonnegative_float, nonnegative_int, positive_float, positive_int
 from glico.names import ModelSpec, build_model, choices
 
 log = logging.getLogger("glico")
@@ -90,22 +90,11 @@ def _spec_from_args(args, image_shape, num_classes) -> ModelSpec:
     )
 
 
-def _write_pictures(model, out: Path, train_labels: torch.Tensor, per_class: int = 8, seed: int = 0) -> dict[str, str]:
-    from glico.viz import class_grid, interpolation_grid, save_grid
+def _write_pictures(model, out: Path, train_labels: torch.Tensor) -> dict[str, str]:
+    from glico.viz import write_fit_pictures
 
-    files = {}
-    n = model.codes.num_codes
-    rec_idx = torch.arange(min(n, 8 * per_class))
-    files["reconstructions"] = str(save_grid(model.reconstruct(rec_idx.to(model.labels.device)), out / "reconstructions.png", nrow=per_class))
-    files["samples"] = str(save_grid(class_grid(model, per_class, seed), out / "samples.png", nrow=per_class))
-    pairs = []
-    for c in range(min(model.num_classes, 6)):
-        members = (train_labels == c).nonzero().flatten().tolist()
-        if len(members) >= 2:
-            pairs.append((members[0], members[1]))
-    if pairs:
-        files["interpolation"] = str(save_grid(interpolation_grid(model, pairs, steps=8), out / "interpolation.png", nrow=8))
-    else:
+    files = write_fit_pictures(model, out, train_labels)
+    if "interpolation" not in files:
         print("glico: note: no class has two training images to interpolate between, so interpolation.png is not "
               "written (and GLICO's samples are reconstructions plus noise)", file=sys.stderr)
     return files
@@ -113,72 +102,32 @@ def _write_pictures(model, out: Path, train_labels: torch.Tensor, per_class: int
 
 # ---------------------------------------------------------------------------------------- demo
 def cmd_demo(args) -> int:
-    from glico.augment import GLICOAugmenter
-    from glico.classifiers import WeakCNN
-    from glico.data import load_data, small_sample_split
-    from glico.experiments.downstream import TrainConfig, evaluate, train_classifier
-    from glico.experiments.policies import build_policy
-    from glico.training import FitConfig, fit
+    from glico.experiments.demo import DemoConfig, run_demo
 
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     _setup_logging(out / "log.txt")
-    if args.threads is None:
+    seeds = (args.seed,) if args.seed is not None else args.seeds
+    cfg = DemoConfig(seeds=seeds, spc=args.spc, fit_epochs=args.fit_epochs, steps=args.steps, glico_p=args.glico_p,
+                     code_dim=args.code_dim)
+    jobs = args.jobs if args.jobs is not None else min(len(seeds), os.cpu_count() or 1)
+    if args.threads is None and jobs == 1:
         # 8x8 images: intra-op threads only add synchronisation (3x slower measured with 2 threads on
-        # a 2-core machine with one other busy process).
+        # a 2-core machine with one other busy process). Parallel seeds run one thread each anyway.
         torch.set_num_threads(1)
-    torch.manual_seed(args.seed)
-    t0 = time.perf_counter()
-    data = load_data("digits")
-    train, _ = small_sample_split(data.train, args.spc, args.seed)
-    c, h, w = train.images.shape[1:]
-    num_classes = len(data.train.class_names)
-    print(f"glico demo: scikit-learn digits, {args.spc} images per class ({train.images.shape[0]} training images, "
-          f"{data.test.images.shape[0]} test images), seed {args.seed}")
-    # Weight-free reconstruction loss: the perceptual loss needs ImageNet weights (a download).
-    spec = ModelSpec(image_shape=(c, h, w), num_classes=num_classes, loss="laplacian+pixel", code_dim=args.code_dim)
-    model = build_model(spec)
-    fit_cfg = FitConfig(epochs=args.fit_epochs, batch_size=128, seed=args.seed, progress=not args.quiet)
-    history = fit(model, train.images, train.labels, config=fit_cfg)
-    print(f"fitted GLICO in {history.seconds:.1f} s: reconstruction loss {history.reconstruction[0]:.4f} -> {history.reconstruction[-1]:.4f}")
-
-    steps = args.steps
-    cfg = TrainConfig(steps=steps, batch_size=128, lr=0.05, crop_pad=1, flip=False, seed=args.seed, progress=not args.quiet)
-    results = {}
-    for method in ("baseline", "glico"):
-        torch.manual_seed(args.seed)
-        clf = WeakCNN(in_channels=c, num_classes=num_classes, image_size=h)
-        policy = build_policy(method, num_classes=num_classes, glico_augmenter=GLICOAugmenter(model, p=0.5, seed=args.seed),
-                              seed=args.seed, image_size=h)
-        train_classifier(clf, train.images, train.labels, cfg, policy=policy, desc=method)
-        results[method] = evaluate(clf, data.test.images, data.test.labels)
-        print(f"  {method:8s} test accuracy: {results[method]['top1']:.2f} %")
-    files = _write_pictures(model, out, train.labels)
-    from glico.viz import plot_losses
-
-    files["losses"] = str(plot_losses(history, out / "losses.png"))
-    report = {
-        "glico_version": __version__,
-        "seed": args.seed,
-        "data": "digits",
-        "spc": args.spc,
-        "n_train": int(train.images.shape[0]),
-        "n_test": int(data.test.images.shape[0]),
-        "accuracy": {m: r["top1"] for m, r in results.items()},
-        "top5": {m: r["top5"] for m, r in results.items()},
-        "model": spec.to_dict(),
-        "fit": {"epochs": args.fit_epochs, "seconds": round(history.seconds, 2),
-                "reconstruction_first": history.reconstruction[0], "reconstruction_last": history.reconstruction[-1]},
-        "classifier": {"name": "weak", "steps": steps, "batch_size": cfg.batch_size, "lr": cfg.lr,
-                       "standard_augmentation": "random crop (pad 1), no flip (digits are not mirror-symmetric)",
-                       "glico_p": 0.5},
-        "files": files,
-        "seconds": round(time.perf_counter() - t0, 1),
-    }
-    (out / "report.json").write_text(json.dumps(report, indent=2))
-    gain = results["glico"]["top1"] - results["baseline"]["top1"]
-    print(f"GLICO augmentation: {gain:+.2f} points over the baseline. Wrote {out / 'report.json'}, "
-          f"{out / 'samples.png'}, {out / 'interpolation.png'} ({report['seconds']:.0f} s)")
+    print(f"glico demo: scikit-learn digits, {cfg.spc} images per class, seeds {', '.join(map(str, seeds))} "
+          f"({jobs} at a time): a GLICO fit per seed, then the same weak CNN trained without and with GLICO "
+          f"augmentation (p = {cfg.glico_p}), scored on the digits' test images")
+    report = run_demo(cfg, out, jobs=jobs, progress=not args.quiet)
+    s = report["summary"]
+    gains = " / ".join(f"{r['gain']:+.2f}" for r in report["per_seed"])
+    if len(seeds) > 1:
+        print(f"mean over {len(seeds)} seeds: baseline {s['baseline']['mean']:.2f} ± {s['baseline']['ste']:.2f} %, "
+              f"GLICO {s['glico']['mean']:.2f} ± {s['glico']['ste']:.2f} % (± standard error)")
+    print(f"GLICO augmentation: {s['gain']['mean']:+.2f} points over the baseline"
+          + (f" on average (± {s['gain']['ste']:.2f}; per seed {gains})" if len(seeds) > 1 else "")
+          + f". Wrote {out / 'report.json'}, {out / 'accuracy.png'}, {out / 'samples.png'}, "
+            f"{out / 'interpolation.png'} ({report['seconds']:.0f} s)")
     return 0
 
 
@@ -373,13 +322,22 @@ def build_parser() -> argparse.ArgumentParser:
                    help="CPU threads for torch (default: torch's choice; 1 is fastest for tiny images on a busy machine)")
     sub = p.add_subparsers(dest="command", required=True)
 
-    d = sub.add_parser("demo", help="fit GLICO on scikit-learn's digits and show that it helps a classifier (CPU, minutes)")
+    from glico.experiments.demo import DemoConfig
+
+    d = sub.add_parser("demo", help="GLICO against the baseline on scikit-learn's digits, over seeds 0, 1, 2 (CPU, minutes)")
     d.add_argument("--out", default="glico-demo", help="folder for report.json and the pictures (default: glico-demo)")
-    d.add_argument("--seed", default=0, type=nonnegative_int)
-    d.add_argument("--spc", default=5, type=_positive_int, help="labelled images per class (default: 5)")
-    d.add_argument("--fit-epochs", default=1500, type=_positive_int, help="GLICO fit epochs (default: 1500)")
-    d.add_argument("--steps", default=1000, type=_positive_int, help="classifier training steps (default: 1000)")
-    d.add_argument("--code-dim", default=128, type=_positive_int)
+    d.add_argument("--seeds", default=DemoConfig.seeds, type=int_list,
+                   help="comma-separated seeds; the demo reports each and their mean ± standard error")
+    d.add_argument("--seed", default=None, type=nonnegative_int, help="run this one seed only (same as --seeds S)")
+    d.add_argument("--spc", default=DemoConfig.spc, type=_positive_int, help="labelled images per class")
+    d.add_argument("--fit-epochs", default=DemoConfig.fit_epochs, type=_positive_int, help="GLICO fit epochs")
+    d.add_argument("--steps", default=DemoConfig.steps, type=_positive_int, help="classifier training steps")
+    d.add_argument("--glico-p", default=DemoConfig.glico_p, type=nonnegative_float,
+                   help="probability that a training example is replaced by a GLICO sample")
+    d.add_argument("--code-dim", default=DemoConfig.code_dim, type=_positive_int)
+    d.add_argument("--jobs", default=None, type=_positive_int,
+                   help="seeds run at once, one process and one thread each (default: the seeds or the CPU "
+                        "cores, whichever is fewer; 1 runs in this process with progress bars)")
     d.add_argument("--quiet", action="store_true", help="no progress bars")
     d.set_defaults(func=cmd_demo)
 

@@ -46,6 +46,34 @@ def interpolation_grid(model, pairs: Sequence[tuple[int, int]], steps: int = 8) 
     return torch.cat([model.interpolate(i, j, steps=steps, seed=k) for k, (i, j) in enumerate(pairs)])
 
 
+def write_fit_pictures(model, out: str | Path, train_labels: torch.Tensor, per_class: int = 8,
+                       seed: int = 0) -> dict[str, str]:
+    """The pictures of a fitted model in ``out``: ``reconstructions.png`` (the generator's reconstructions of
+    the first ``8 * per_class`` training images), ``samples.png`` (``per_class`` new images per class, one
+    row per class) and ``interpolation.png`` (slerp between two codes, for up to six classes that have two
+    training images; not written when none has).
+
+    Returns:
+        ``{"reconstructions": path, "samples": path[, "interpolation": path]}``.
+    """
+    out = Path(out)
+    files = {}
+    n = model.codes.num_codes
+    rec_idx = torch.arange(min(n, 8 * per_class))
+    files["reconstructions"] = str(save_grid(model.reconstruct(rec_idx.to(model.labels.device)),
+                                             out / "reconstructions.png", nrow=per_class))
+    files["samples"] = str(save_grid(class_grid(model, per_class, seed), out / "samples.png", nrow=per_class))
+    pairs = []
+    for c in range(min(model.num_classes, 6)):
+        members = (train_labels == c).nonzero().flatten().tolist()
+        if len(members) >= 2:
+            pairs.append((members[0], members[1]))
+    if pairs:
+        files["interpolation"] = str(save_grid(interpolation_grid(model, pairs, steps=8), out / "interpolation.png",
+                                               nrow=8))
+    return files
+
+
 def plot_losses(history, path: str | Path) -> Path:
     """Plot the fit's logged reconstruction and classification losses to a PNG."""
     import matplotlib

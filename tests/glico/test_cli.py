@@ -92,16 +92,35 @@ def test_sampling_an_unfinished_fit_says_so(tmp_path, capsys, monkeypatch):
     assert "stopped at step" in capsys.readouterr().err
 
 
-def test_demo_tiny(tmp_path, capsys):
+def test_demo_tiny_one_seed(tmp_path, capsys):
     out = tmp_path / "demo"
-    assert main(["demo", "--out", str(out), "--fit-epochs", "5", "--steps", "5", "--quiet", "--code-dim", "8"]) == 0
+    assert main(["demo", "--out", str(out), "--seed", "3", "--fit-epochs", "5", "--steps", "5", "--quiet",
+                 "--code-dim", "8"]) == 0
     report = json.loads((out / "report.json").read_text())
-    assert set(report["accuracy"]) == {"baseline", "glico"}
+    assert set(report["accuracy"]) == {"baseline", "glico"} and report["settings"]["seeds"] == [3]
     assert all(0 <= a <= 100 for a in report["accuracy"].values())
-    for f in ("samples.png", "interpolation.png"):
+    (r,) = report["per_seed"]
+    assert r["seed"] == 3 and r["n_scored"] == 901 and report["scored_on"] == "test"
+    assert r["gain"] == pytest.approx(r["accuracy"]["glico"] - r["accuracy"]["baseline"])
+    for f in ("samples.png", "interpolation.png", "reconstructions.png", "losses.png", "accuracy.png"):
         assert (out / f).stat().st_size > 0
     printed = capsys.readouterr().out
-    assert "baseline" in printed and "glico" in printed
+    assert "baseline" in printed and "GLICO augmentation" in printed
+
+
+def test_demo_seeds_in_parallel_match_the_same_seeds_run_one_by_one(tmp_path, capsys):
+    # Each seed is seeded by itself, so the parallel processes give the numbers of a sequential run; the
+    # summary is the mean and standard error of the per-seed numbers.
+    argv = ["--fit-epochs", "4", "--steps", "4", "--quiet", "--code-dim", "8", "--seeds", "0,1"]
+    assert main(["demo", "--out", str(tmp_path / "par"), *argv, "--jobs", "2"]) == 0
+    assert main(["demo", "--out", str(tmp_path / "seq"), *argv, "--jobs", "1"]) == 0
+    par, seq = (json.loads((tmp_path / d / "report.json").read_text()) for d in ("par", "seq"))
+    assert [r["accuracy"] for r in par["per_seed"]] == [r["accuracy"] for r in seq["per_seed"]]
+    gains = [r["gain"] for r in par["per_seed"]]
+    mean = sum(gains) / 2
+    assert par["summary"]["gain"]["mean"] == pytest.approx(mean)
+    assert par["summary"]["gain"]["ste"] == pytest.approx(abs(gains[0] - gains[1]) / 2)  # sd/sqrt(2) for n = 2
+    assert "mean over 2 seeds" in capsys.readouterr().out
 
 
 @pytest.mark.parametrize(
