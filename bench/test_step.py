@@ -60,8 +60,8 @@ from bench_helpers import recorded, summary_ms, wall_ms
 from glico import GLICO
 from glico.augment import GLICOAugmenter
 from glico.classifiers import WeakCNN
-from glico.classifiers.wide_resnet import WideResNet
 from glico.experiments.downstream import TrainConfig, resolve_precision, train_classifier
+from glico.experiments.evaluate import downstream_classifier
 from glico.experiments.policies import GLICOPolicy
 from glico.generators import DCGANGenerator
 from glico.losses import PerceptualLoss, PixelLoss
@@ -260,10 +260,7 @@ class EagerAugment:
 
 
 def _classifier(name: str, size: int) -> nn.Module:
-    if name == "weak":
-        return WeakCNN(in_channels=3, num_classes=NUM_CLASSES, image_size=size)
-    depth, k = (int(v) for v in name.split("-")[1:])
-    return WideResNet(depth, k, num_classes=NUM_CLASSES)
+    return downstream_classifier(name)(3, NUM_CLASSES, size)
 
 
 def _policy(provider: str, images: torch.Tensor, labels: torch.Tensor, size: int):

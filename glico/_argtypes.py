@@ -70,6 +70,13 @@ def positive_int_list(text: str) -> tuple[int, ...]:
     return int_list(text, minimum=1)
 
 
+def probability(text: str) -> float:
+    v = _finite(text)
+    if not 0.0 <= v <= 1.0:
+        raise argparse.ArgumentTypeError(f"expected a probability in [0, 1], got {text!r}")
+    return v
+
+
 def unit_float_list(text: str) -> tuple[float, ...]:
     """Comma-separated numbers in [0, 1] (e.g. interpolation factors t)."""
     try:

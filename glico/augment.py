@@ -13,6 +13,7 @@ import torch
 
 from glico._checks import check_images
 from glico._rng import substream
+from glico.interpolation import check_t_values
 from glico.model import GLICO
 
 
@@ -36,11 +37,9 @@ class GLICOAugmenter:
                  t_values: Sequence[float] | None = None, only_replaced: bool | None = None) -> None:
         if not 0.0 <= p <= 1.0:
             raise ValueError(f"p must be a probability in [0, 1]; got {p}")
-        if t_values is not None and (not len(t_values) or any(not 0.0 <= float(t) <= 1.0 for t in t_values)):
-            raise ValueError(f"t_values must be a non-empty set of numbers in [0, 1]; got {t_values}")
         model._require_fitted()
         self.model, self.p, self.seed, self.check_inputs = model, float(p), int(seed), check_inputs
-        self.t_values = model.t_values if t_values is None else tuple(float(t) for t in t_values)
+        self.t_values = model.t_values if t_values is None else check_t_values(t_values)
         self.only_replaced = only_replaced
         self._calls = 0
 

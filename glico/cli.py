@@ -12,7 +12,7 @@ from pathlib import Path
 import torch
 
 from glico import __version__
-from glico._argtypes import int_list, nonnegative_float, nonnegative_int, positive_float, positive_int
+from glico._argtypes import int_list, nonnegative_float, nonnegative_int, positive_float, positive_int, probability
 from glico.names import ModelSpec, build_model, choices
 
 log = logging.getLogger("glico")
@@ -104,30 +104,34 @@ def _write_pictures(model, out: Path, train_labels: torch.Tensor) -> dict[str, s
 def cmd_demo(args) -> int:
     from glico.experiments.demo import DemoConfig, run_demo
 
+    seeds = (args.seed,) if args.seed is not None else args.seeds
+    cfg = DemoConfig(seeds=seeds, spc=args.spc, fit_epochs=args.fit_epochs, steps=args.steps, glico_p=args.glico_p,
+                     code_dim=args.code_dim)  # checked before anything is written
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     _setup_logging(out / "log.txt")
-    seeds = (args.seed,) if args.seed is not None else args.seeds
-    cfg = DemoConfig(seeds=seeds, spc=args.spc, fit_epochs=args.fit_epochs, steps=args.steps, glico_p=args.glico_p,
-                     code_dim=args.code_dim)
     jobs = args.jobs if args.jobs is not None else min(len(seeds), os.cpu_count() or 1)
-    if args.threads is None and jobs == 1:
-        # 8x8 images: intra-op threads only add synchronisation (3x slower measured with 2 threads on
-        # a 2-core machine with one other busy process). Parallel seeds run one thread each anyway.
-        torch.set_num_threads(1)
+    # 8x8 images: intra-op threads only add synchronisation (3x slower measured with 2 threads on a 2-core
+    # machine with one other busy process), so one thread per seed unless --threads says otherwise.
+    threads = args.threads or 1
+    torch.set_num_threads(threads)
     print(f"glico demo: scikit-learn digits, {cfg.spc} images per class, seeds {', '.join(map(str, seeds))} "
           f"({jobs} at a time): a GLICO fit per seed, then the same weak CNN trained without and with GLICO "
           f"augmentation (p = {cfg.glico_p}), scored on the digits' test images")
-    report = run_demo(cfg, out, jobs=jobs, progress=not args.quiet)
+    report = run_demo(cfg, out, jobs=jobs, progress=not args.quiet, threads_per_job=threads)
+    if "interpolation" not in report["files"]:
+        print("glico demo: note: no class has two training images to interpolate between, so interpolation.png is "
+              "not written (and GLICO's samples are reconstructions plus noise)", file=sys.stderr)
     s = report["summary"]
     gains = " / ".join(f"{r['gain']:+.2f}" for r in report["per_seed"])
     if len(seeds) > 1:
         print(f"mean over {len(seeds)} seeds: baseline {s['baseline']['mean']:.2f} ± {s['baseline']['ste']:.2f} %, "
               f"GLICO {s['glico']['mean']:.2f} ± {s['glico']['ste']:.2f} % (± standard error)")
+    files = ", ".join(Path(report["files"][k]).name for k in ("accuracy", "samples", "interpolation")
+                      if k in report["files"])
     print(f"GLICO augmentation: {s['gain']['mean']:+.2f} points over the baseline"
           + (f" on average (± {s['gain']['ste']:.2f}; per seed {gains})" if len(seeds) > 1 else "")
-          + f". Wrote {out / 'report.json'}, {out / 'accuracy.png'}, {out / 'samples.png'}, "
-            f"{out / 'interpolation.png'} ({report['seconds']:.0f} s)")
+          + f". Wrote {out / 'report.json'} and {files} there ({report['seconds']:.0f} s)")
     return 0
 
 
@@ -326,18 +330,19 @@ def build_parser() -> argparse.ArgumentParser:
 
     d = sub.add_parser("demo", help="GLICO against the baseline on scikit-learn's digits, over seeds 0, 1, 2 (CPU, minutes)")
     d.add_argument("--out", default="glico-demo", help="folder for report.json and the pictures (default: glico-demo)")
-    d.add_argument("--seeds", default=DemoConfig.seeds, type=int_list,
-                   help="comma-separated seeds; the demo reports each and their mean ± standard error")
-    d.add_argument("--seed", default=None, type=nonnegative_int, help="run this one seed only (same as --seeds S)")
+    which = d.add_mutually_exclusive_group()
+    which.add_argument("--seeds", default=DemoConfig.seeds, type=int_list,
+                       help="comma-separated seeds; the demo reports each and their mean ± standard error")
+    which.add_argument("--seed", default=None, type=nonnegative_int, help="run this one seed only (same as --seeds S)")
     d.add_argument("--spc", default=DemoConfig.spc, type=_positive_int, help="labelled images per class")
     d.add_argument("--fit-epochs", default=DemoConfig.fit_epochs, type=_positive_int, help="GLICO fit epochs")
     d.add_argument("--steps", default=DemoConfig.steps, type=_positive_int, help="classifier training steps")
-    d.add_argument("--glico-p", default=DemoConfig.glico_p, type=nonnegative_float,
+    d.add_argument("--glico-p", default=DemoConfig.glico_p, type=probability,
                    help="probability that a training example is replaced by a GLICO sample")
     d.add_argument("--code-dim", default=DemoConfig.code_dim, type=_positive_int)
     d.add_argument("--jobs", default=None, type=_positive_int,
-                   help="seeds run at once, one process and one thread each (default: the seeds or the CPU "
-                        "cores, whichever is fewer; 1 runs in this process with progress bars)")
+                   help="seeds run at once, one process each with --threads threads (default 1) (default: the seeds "
+                        "or the CPU cores, whichever is fewer; 1 runs in this process with progress bars)")
     d.add_argument("--quiet", action="store_true", help="no progress bars")
     d.set_defaults(func=cmd_demo)
 

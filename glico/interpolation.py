@@ -17,6 +17,17 @@ from glico.noise import ConcatNoise, NoisePolicy
 PAPER_T_VALUES: tuple[float, ...] = (0.1, 0.2, 0.3, 0.4)
 
 
+def check_t_values(t_values: Sequence[float]) -> tuple[float, ...]:
+    """``t_values`` as a tuple of floats, or a ValueError unless it is a non-empty set of numbers in [0, 1]."""
+    try:
+        values = tuple(float(t) for t in t_values)
+    except (TypeError, ValueError):
+        values = ()
+    if not values or any(not 0.0 <= t <= 1.0 for t in values):
+        raise ValueError(f"t_values must be a non-empty set of numbers in [0, 1]; got {t_values!r}")
+    return values
+
+
 @runtime_checkable
 class Interpolator(Protocol):
     """Interpolates between codes and samples new generator inputs from same-class pairs."""

@@ -23,7 +23,7 @@ import kernels
 from glico._checks import check_images, check_labels
 from glico.classifiers import Classifier, ClassLoss, CrossEntropy, WeakCNN
 from glico.generators import DCGANGenerator, Generator, check_image_size
-from glico.interpolation import PAPER_T_VALUES, Interpolator, Slerp
+from glico.interpolation import PAPER_T_VALUES, Interpolator, Slerp, check_t_values
 from glico.latents import CodeInitializer, CodeTable, RandomSphere
 from glico.losses import PerceptualLoss, ReconstructionLoss
 from glico.noise import ConcatNoise, NoisePolicy
@@ -101,14 +101,12 @@ class GLICO(nn.Module):
             raise ValueError(f"code_dim must be >= 1; got {code_dim}")
         if not (math.isfinite(float(gamma)) and float(gamma) >= 0):
             raise ValueError(f"gamma (the weight of the classification term) must be a finite number >= 0; got {gamma}")
-        if not t_values or any(not 0.0 <= float(t) <= 1.0 for t in t_values):
-            raise ValueError(f"t_values must be a non-empty set of numbers in [0, 1]; got {t_values}")
         c, h, w = image_shape
         self.image_shape = (int(c), int(h), int(w))
         self.num_classes = int(num_classes)
         self.code_dim = int(code_dim)
         self.gamma = float(gamma)
-        self.t_values = tuple(float(t) for t in t_values)
+        self.t_values = check_t_values(t_values)
         self.noise = ConcatNoise() if noise is DEFAULT else noise
         self.interpolator = Slerp() if interpolator is DEFAULT else interpolator
         self.init = RandomSphere() if init is DEFAULT else init

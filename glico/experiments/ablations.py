@@ -32,7 +32,6 @@ import torch
 from glico import __version__
 from glico.experiments.evaluate import (
     GLICO_METHODS,
-    _downstream_classifiers,
     classifier_name,
     downstream_classifier,
     SCHEDULES,
@@ -53,7 +52,7 @@ from glico.experiments.evaluate import (
 from glico.experiments.downstream import resolve_precision
 from glico.experiments.policies import policy_names
 from glico.experiments.runlog import RunLog
-from glico._argtypes import int_list, nonnegative_float, positive_float, positive_int, positive_int_list
+from glico._argtypes import int_list, positive_float, positive_int, positive_int_list, probability
 
 log = logging.getLogger(__name__)
 
@@ -465,7 +464,8 @@ def run_ablation(
     # change on resume, the arithmetic it resolves to may not; nor may anything but the version.
     kept = RunLog(out, {"command": "ablate", "glico_version": __version__, "settings": settings,
                         "variants": [v.to_dict() for v in variants], "resolved_precision": resolved_precision},
-                  ("spc", "seed", "variant"), resume=resume, free={"settings.device", "glico_version"})
+                  ("spc", "seed", "variant"), resume=resume, free={"settings.device", "glico_version"},
+                  added_later={"settings.schedule": "step"})
 
     ds = data if isinstance(data, Dataset) else load_data(data, image_size=image_size, max_test=max_test)
     c, h, w = ds.train.images.shape[1:]
@@ -643,13 +643,14 @@ def add_ablate_parser(sub, family_args: Callable[[argparse.ArgumentParser], None
     a.add_argument("--only", default=None,
                    help="comma-separated variant names to run (case-insensitive), e.g. 'GLICO,No Noise'")
     a.add_argument("--classifier", default="wrn-28-10", type=classifier_name,
-                   help="downstream classifier (weak = the fast CPU option)")
+                   help="downstream classifier: wrn-28-10, wrn-28-2, resnet50, vgg19, weak, or wrn-DEPTH-K for any "
+                        "WideResNet (wrn-16-1 and weak are the CPU-sized options)")
     a.add_argument("--epochs", default=200, type=positive_int,
                    help="downstream budget: epochs over the split oversampled to 5000 images (paper: 200)")
     a.add_argument("--fit-epochs", default=200, type=positive_int, help="GLICO fit budget in epochs (default: 200)")
     a.add_argument("--batch-size", default=None, type=positive_int, help="default 128 (CUB: 16)")
     a.add_argument("--lr", default=None, type=positive_float, help="default 0.1 (CUB: 0.001)")
-    a.add_argument("--glico-p", default=0.5, type=nonnegative_float, help="GLICO replacement probability (default: 0.5)")
+    a.add_argument("--glico-p", default=0.5, type=probability, help="GLICO replacement probability (default: 0.5)")
     a.add_argument("--image-size", default=None, type=positive_int, help="resize images to this side (default: as stored)")
     a.add_argument("--max-test", default=None, type=int,
                    help="score on a fixed stratified subsample of the test set (Transductive then adds only these)")

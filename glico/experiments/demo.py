@@ -12,10 +12,9 @@ training set (seeds 100-102; see docs/reproducing.md, "The demo"), never on the 
 """
 from __future__ import annotations
 
+import json
 import logging
-import math
 import multiprocessing
-import statistics
 import time
 from concurrent.futures import ProcessPoolExecutor
 from dataclasses import asdict, dataclass
@@ -23,6 +22,10 @@ from pathlib import Path
 from typing import Any, Callable
 
 import torch
+
+from glico.experiments.downstream import TrainConfig
+from glico.experiments.evaluate import mean_ste, optimizer_text
+from glico.interpolation import check_t_values
 
 log = logging.getLogger(__name__)
 
@@ -36,7 +39,7 @@ class DemoConfig:
     Args:
         seeds: split and training seeds; one GLICO fit and two classifiers per seed.
         spc: labelled images per class.
-        fit_epochs: GLICO fit budget (epochs over the split; the split is one batch).
+        fit_epochs: GLICO fit budget (epochs over the split, batches of up to 128 images).
         steps: classifier training steps (the same for both methods).
         lr: the classifier's initial SGD learning rate (step schedule).
         glico_p: probability that a training example is replaced by a GLICO sample.
@@ -61,6 +64,9 @@ class DemoConfig:
             raise ValueError(f"seeds must be distinct whole numbers >= 0; got {self.seeds}")
         if min(self.spc, self.fit_epochs, self.steps, self.code_dim) < 1 or not self.lr > 0:
             raise ValueError("spc, fit_epochs, steps, code_dim and lr must be positive")
+        if not 0.0 <= self.glico_p <= 1.0:
+            raise ValueError(f"glico_p must be a probability in [0, 1]; got {self.glico_p}")
+        check_t_values(self.glico_t)
 
 
 def _one_seed(cfg: DemoConfig, seed: int, pictures: Path | None, progress: bool) -> dict[str, Any]:
@@ -109,17 +115,17 @@ def _one_seed(cfg: DemoConfig, seed: int, pictures: Path | None, progress: bool)
             "seconds": round(time.perf_counter() - t0, 1), "files": files}
 
 
-def _worker_init() -> None:
-    torch.set_num_threads(1)
+def _worker_init(threads: int) -> None:
+    torch.set_num_threads(threads)
 
 
 def _mean_ste(values: list[float]) -> dict[str, float]:
-    m = statistics.fmean(values)
-    return {"mean": m, "ste": statistics.stdev(values) / math.sqrt(len(values)) if len(values) > 1 else 0.0}
+    m, ste = mean_ste(values)
+    return {"mean": m, "ste": ste}
 
 
 def run_demo(cfg: DemoConfig, out: str | Path, jobs: int = 2, progress: bool = True,
-             echo: Callable[[str], None] = print) -> dict[str, Any]:
+             echo: Callable[[str], None] = print, threads_per_job: int = 1) -> dict[str, Any]:
     """Run the demo for every seed of ``cfg`` and write ``report.json``, ``accuracy.png`` and the first
     seed's pictures (``samples.png``, ``interpolation.png``, ``reconstructions.png``, ``losses.png``) to
     ``out``.
@@ -127,8 +133,8 @@ def run_demo(cfg: DemoConfig, out: str | Path, jobs: int = 2, progress: bool = T
     Args:
         cfg: the settings.
         out: the output folder (created).
-        jobs: seeds run at once, each in its own process with one thread (1: in this process, with
-            progress bars).
+        jobs: seeds run at once, each in its own process with ``threads_per_job`` intra-op threads (1: in
+            this process, with its thread setting, and progress bars).
         progress: progress bars (only when ``jobs`` is 1 or there is one seed).
         echo: where the per-seed and summary lines go.
 
@@ -157,7 +163,8 @@ def run_demo(cfg: DemoConfig, out: str | Path, jobs: int = 2, progress: bool = T
             report_seed(_one_seed(*a))
     else:
         ctx = multiprocessing.get_context("spawn")  # a fresh interpreter: no inherited thread pools
-        with ProcessPoolExecutor(max_workers=jobs, mp_context=ctx, initializer=_worker_init) as pool:
+        with ProcessPoolExecutor(max_workers=jobs, mp_context=ctx, initializer=_worker_init,
+                                 initargs=(threads_per_job,)) as pool:
             for fut in [pool.submit(_one_seed, *a) for a in args]:
                 report_seed(fut.result())
     per_seed = [results[s] for s in cfg.seeds]
@@ -171,7 +178,7 @@ def run_demo(cfg: DemoConfig, out: str | Path, jobs: int = 2, progress: bool = T
         "settings": {**asdict(cfg), "seeds": list(cfg.seeds), "glico_t": list(cfg.glico_t)},
         "model": {"loss": "laplacian+pixel", "code_dim": cfg.code_dim, "rest": "the paper's defaults"},
         "classifier": {"name": "weak", "steps": cfg.steps, "batch_size": min(128, per_seed[0]["n_train"]),
-                       "lr": cfg.lr, "schedule": "SGD, Nesterov, x0.2 at 30/60/80 %",
+                       "lr": cfg.lr, "optimizer": optimizer_text("step", TrainConfig.weight_decay),
                        "standard_augmentation": "random crop (pad 1), no flip (digits are not mirror-symmetric)"},
         "per_seed": per_seed,
         "summary": summary,
@@ -179,8 +186,6 @@ def run_demo(cfg: DemoConfig, out: str | Path, jobs: int = 2, progress: bool = T
         "files": {**per_seed[0]["files"], "accuracy": str(plot_demo(per_seed, summary, out / "accuracy.png", scored))},
         "seconds": round(time.perf_counter() - t0, 1),
     }
-    import json
-
     (out / "report.json").write_text(json.dumps(report, indent=2))
     return report
 

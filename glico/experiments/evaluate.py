@@ -26,7 +26,9 @@ from glico import __version__
 from glico.experiments.downstream import PRECISIONS, TrainConfig, evaluate, resolve_precision, steps_for, train_classifier
 from glico.experiments.policies import build_policy, policy_names
 from glico.experiments.runlog import RunLog
-from glico._argtypes import int_list, nonnegative_float, positive_float, positive_int, positive_int_list, unit_float_list
+from glico.interpolation import check_t_values
+from glico._argtypes import (int_list, nonnegative_float, positive_float, positive_int, positive_int_list, probability,
+                             unit_float_list)
 
 log = logging.getLogger(__name__)
 
@@ -152,8 +154,13 @@ class EvaluateConfig:
         if self.validation is not None and (isinstance(self.validation, bool) or not isinstance(self.validation, int)
                                             or self.validation < 1):
             raise ValueError(f"validation must be None or a number of images per class >= 1; got {self.validation!r}")
-        if self.glico_t is not None and (not self.glico_t or any(not 0.0 <= float(t) <= 1.0 for t in self.glico_t)):
-            raise ValueError(f"glico_t must be None or a non-empty set of numbers in [0, 1]; got {self.glico_t!r}")
+        if self.glico_t is not None:
+            check_t_values(self.glico_t)
+        if not 0.0 <= self.glico_p <= 1.0:
+            raise ValueError(f"glico_p must be a probability in [0, 1]; got {self.glico_p}")
+        if self.validation is not None and self.max_test is not None:
+            raise ValueError("validation scores on held-out training images and never uses the test set, so max_test "
+                             "(a subsample of the test set) would have no effect; give one of them")
         if not self.spcs or min(self.spcs) < 1:
             raise ValueError(f"spc values must be >= 1; got {self.spcs}")
         if not self.seeds:
@@ -193,7 +200,8 @@ def run_evaluation(cfg: EvaluateConfig, out: Path, progress: bool = True, echo: 
     # The device may change on resume, the arithmetic it resolves to may not; nor may anything but the version.
     kept = RunLog(out, {"command": "evaluate", "glico_version": __version__, "config": config,
                         "resolved_precision": precision},
-                  ("spc", "seed", "method"), resume=resume, free={"config.device", "glico_version"})
+                  ("spc", "seed", "method"), resume=resume, free={"config.device", "glico_version"},
+                  added_later={"config.schedule": "step"})
     data = load_data(cfg.data, image_size=cfg.image_size, max_test=cfg.max_test)
     c, h, w = data.train.images.shape[1:]
     k = len(data.train.class_names)
@@ -311,7 +319,8 @@ def fit_glico(model: Mapping[str, Any], train, *, seed: int, epochs: int, batch_
         cache_dir: keep the fitted model in this folder (a glico checkpoint named by a hash of everything
             the fit depends on: the images and labels, the composition, seed, budget and glico version) and
             load it from there instead of fitting when it is already there. The fit is deterministic on
-            CPU, so a cached model is the one the fit would make; different settings never share a file.
+            CPU for a given torch build, so a cached model is the one the fit would make there; different
+            settings (or glico / torch versions, or a replaced weights file) never share a file.
 
     Returns:
         ``(model, info)``: the fitted :class:`glico.model.GLICO` and plain data about the fit (seconds,
@@ -357,10 +366,18 @@ def fit_glico(model: Mapping[str, Any], train, *, seed: int, epochs: int, batch_
 
 
 def _fit_key(spec, train, unlabeled: torch.Tensor | None, **budget: Any) -> str:
-    """A hash of everything a fit depends on (the images' bytes included), for :func:`fit_glico`'s cache."""
+    """A hash of everything a fit depends on, for :func:`fit_glico`'s cache: the images' bytes, the composition
+    (and the size and modification time of any weights file it names), the budget, glico's and torch's versions."""
     import hashlib
 
-    h = hashlib.sha256(json.dumps({"glico": __version__, "spec": spec.to_dict(), **budget}, sort_keys=True).encode())
+    files = {}
+    for name in ("vgg_weights", "feature_weights"):
+        path = Path(getattr(spec, name))
+        if path.is_file():
+            st = path.stat()
+            files[name] = [str(path.resolve()), st.st_size, st.st_mtime_ns]
+    what = {"glico": __version__, "torch": torch.__version__, "spec": spec.to_dict(), "files": files, **budget}
+    h = hashlib.sha256(json.dumps(what, sort_keys=True).encode())
     for t in (train.images, train.labels, unlabeled):
         if t is not None:
             t = t.detach().cpu().contiguous()
@@ -495,7 +512,7 @@ def add_evaluate_parser(sub, family_args: Callable[[argparse.ArgumentParser], No
     e.add_argument("--validation", default=None, type=positive_int, metavar="N",
                    help="score on N held-out training images per class instead of the test set (for choosing "
                         "settings; the test set is then not used)")
-    e.add_argument("--glico-p", default=0.5, type=nonnegative_float, help="GLICO replacement probability (default: 0.5)")
+    e.add_argument("--glico-p", default=0.5, type=probability, help="GLICO replacement probability (default: 0.5)")
     e.add_argument("--glico-t", default=None, type=unit_float_list,
                    help="comma-separated set the GLICO policy draws t from (default: the paper's 0.1,0.2,0.3,0.4)")
     e.add_argument("--image-size", default=None, type=positive_int, help="resize images to this side (default: as stored)")

@@ -13,7 +13,7 @@ from __future__ import annotations
 import json
 import os
 from pathlib import Path
-from typing import Any, Iterable
+from typing import Any, Iterable, Mapping
 
 RUNS_FILE = "runs.jsonl"
 
@@ -33,10 +33,13 @@ class RunLog:
         key: the fields that name a run, e.g. ``("spc", "seed", "method")``.
         resume: keep the runs already in ``out`` and report them as done.
         free: top-level header keys (or ``section.key``) that may differ on resume (e.g. the device).
+        added_later: header keys (``section.key``) that a later glico version added, each with the value a
+            grid written before it implicitly had (e.g. ``{"config.schedule": "step"}``): a saved header
+            without the key reads as having that value, so such a grid can still be resumed.
     """
 
     def __init__(self, out: Path | None, header: dict[str, Any], key: tuple[str, ...], *, resume: bool = False,
-                 free: Iterable[str] = ()) -> None:
+                 free: Iterable[str] = (), added_later: Mapping[str, Any] | None = None) -> None:
         self.key, self.header = key, _plain(header)
         self.previous: dict[tuple, dict] = {}
         self.added = 0
@@ -54,7 +57,7 @@ class RunLog:
                 raise ValueError(f"{self.path.parent} already holds {len(runs)} finished run(s) of a grid "
                                  f"({RUNS_FILE}); pass --resume to keep them and run only the missing ones, or give "
                                  f"another --out")
-            problems = _differences(saved, self.header, set(free))
+            problems = _differences(_with_implicit(saved, added_later or {}), self.header, set(free))
             if problems:
                 raise ValueError(f"cannot resume in {self.path.parent}: its runs were made with other settings "
                                  f"({'; '.join(problems)}). Resume with the original command, or give another --out")
@@ -125,6 +128,19 @@ class RunLog:
             return "nothing was kept (no results folder)"
         return (f"{len(self)} finished run(s) kept in {self.path}; the same command with --resume runs only "
                 f"the missing ones")
+
+
+def _with_implicit(saved: dict, added_later: Mapping[str, Any]) -> dict:
+    """``saved`` with each missing ``section.key`` of ``added_later`` set to its implicit value."""
+    out = json.loads(json.dumps(saved))
+    for dotted, value in added_later.items():
+        *path, last = dotted.split(".")
+        node = out
+        for part in path:
+            node = node.get(part) if isinstance(node, dict) else None
+        if isinstance(node, dict) and last not in node:
+            node[last] = _plain(value)
+    return out
 
 
 def _differences(saved: dict, now: dict, free: set[str]) -> list[str]:

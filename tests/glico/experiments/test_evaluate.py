@@ -108,11 +108,11 @@ def test_validation_scores_on_held_out_training_images_never_the_test_set(tmp_pa
     results = ev.run_evaluation(cfg, tmp_path / "val", progress=False, echo=lambda s: None)
     data = load_data("digits")
     assert results["scored_on"] == "validation" and results["data"]["n_validation"] == 60
+    assert len(scored) == 2  # one scoring per (seed, method)
     for seed, images in zip((0, 1), scored):
         held, idx = validation_split(data.train, 3, seed, 6)
         _, chosen = small_sample_split(data.train, 3, seed)
         assert torch.equal(images, held.images) and not set(idx.tolist()) & set(chosen.tolist())
-        assert images.shape[0] != data.test.images.shape[0]
     assert "validation images (6 per class held out of the training set; not the test set)" in \
         (tmp_path / "val" / "results.md").read_text()
     assert "cosine schedule" in results["recipe"]["optimizer"]
@@ -143,3 +143,8 @@ def test_fit_cache_gives_the_same_model_without_fitting_again(tmp_path, monkeypa
     # Anything the fit depends on changes the file: here the seed (and so a fit is attempted).
     with pytest.raises(AssertionError, match="must not be fitted again"):
         fit_glico(model, train, **{**kw, "seed": 1})
+
+
+def test_validation_and_max_test_together_are_refused():
+    with pytest.raises(ValueError, match="max_test .* would have no effect"):
+        EvaluateConfig(data="digits", validation=5, max_test=100)

@@ -76,6 +76,23 @@ def test_resume_with_other_settings_names_them(tmp_path, monkeypatch, capsys):
     assert "other settings" in err and "config.fit_epochs: 2 then, 3 now" in err
 
 
+def test_a_grid_from_before_the_schedule_setting_still_resumes(tmp_path, monkeypatch, capsys):
+    # Grids written before --schedule existed have no config.schedule: they ran the step schedule, so they
+    # resume as such; one that would now need another schedule is refused by name.
+    out = tmp_path / "ev"
+    _interrupt_after(evaluate, monkeypatch, 1)
+    assert main(EVAL + ["--out", str(out)]) == 130
+    lines = (out / RUNS_FILE).read_text().splitlines()
+    header = json.loads(lines[0])
+    del header["config"]["schedule"]
+    (out / RUNS_FILE).write_text("\n".join([json.dumps(header), *lines[1:]]) + "\n")
+    assert main(EVAL + ["--out", str(out), "--resume", "--schedule", "cosine"]) == 2
+    assert "config.schedule: 'step' then, 'cosine' now" in capsys.readouterr().err
+    calls = _interrupt_after(evaluate, monkeypatch, 99)
+    assert main(EVAL + ["--out", str(out), "--resume"]) == 0
+    assert len(calls) == 3
+
+
 def test_a_run_cut_short_by_a_kill_is_dropped_and_rerun(tmp_path, monkeypatch):
     out = tmp_path / "ev"
     _interrupt_after(evaluate, monkeypatch, 2)
