@@ -11,7 +11,8 @@ merging the pieces gives the table the single command would have written.
 
 The pieces must agree on everything but the seeds, the SPCs, the variants (methods), the device and
 the spelling of the data path (the data as loaded must agree: name, classes, test images, image
-shape), and together cover the whole grid (every variant for every spc and seed); a (spc, seed, variant) that
+shape); an evaluate piece that runs no GLICO method may also differ in the GLICO-only settings (fit
+budget, composition, replacement probability, t set), which it never reads. Together they must cover the whole grid (every variant for every spc and seed); a (spc, seed, variant) that
 two pieces both ran is refused rather than silently picked.
 """
 from __future__ import annotations
@@ -27,6 +28,14 @@ __all__ = ["merge_results", "cmd_merge", "add_merge_parser"]
 # classes, test images, image shape: results["data"]) must still agree.
 _FREE_ABLATE = {"seeds", "spcs", "device", "data"}
 _FREE_EVALUATE = {"seeds", "spcs", "methods", "device", "data"}
+# evaluate settings that only GLICO methods read: a piece that runs none of them may differ in these.
+_GLICO_ONLY = {"glico_p", "glico_t", "fit_epochs", "fit_batch_size", "model"}
+
+
+def _runs_glico(results: dict) -> bool:
+    from glico.experiments.evaluate import GLICO_METHODS
+
+    return any(m in GLICO_METHODS for m in results["config"]["methods"])
 
 
 def _load(path: str | Path) -> tuple[Path, dict]:
@@ -89,15 +98,18 @@ def merge_results(inputs: Sequence[str | Path], out: str | Path | None = None) -
         raise ValueError("cannot merge 'glico evaluate' results with 'glico ablate' results: "
                          + ", ".join(f"{p} ({_kind(p, r)})" for p, r in loaded))
     kind = kinds.pop()
-    first_path, first = loaded[0]
-    for p, r in loaded[1:]:
+    # Compare with (and lay the result out like) the first piece, or for evaluate the first that runs GLICO.
+    ref = next((i for i, (_, r) in enumerate(loaded) if kind == "evaluate" and _runs_glico(r)), 0)
+    first_path, first = loaded[ref]
+    for p, r in loaded[:ref] + loaded[ref + 1:]:
         problems = []
         if r.get("glico_version") != first.get("glico_version"):
             problems.append(f"glico_version: {first.get('glico_version')!r} vs {r.get('glico_version')!r}")
         if kind == "ablate":
             problems += _differences(first["settings"], r["settings"], _FREE_ABLATE)
         else:
-            problems += _differences(first["config"], r["config"], _FREE_EVALUATE)
+            free = _FREE_EVALUATE if _runs_glico(r) else _FREE_EVALUATE | _GLICO_ONLY
+            problems += _differences(first["config"], r["config"], free)
         problems += [f"data.{d}" for d in _differences(first["data"], r["data"], set())]
         # The recipe as resolved on each machine (e.g. precision 'auto' is bf16 on some GPUs, fp32 elsewhere).
         problems += [f"recipe.{d}" for d in _differences(first.get("recipe", {}), r.get("recipe", {}), {"steps_per_run"})]
@@ -123,7 +135,7 @@ def merge_results(inputs: Sequence[str | Path], out: str | Path | None = None) -
         listed = "; ".join(f"spc {n}, seed {sd}, {name!r}" for n, sd, name in missing[:6])
         raise ValueError(f"the pieces leave {len(missing)} run(s) of the grid out ({listed}{' ...' if len(missing) > 6 else ''}); "
                          f"a table needs every {key} for every spc and seed — run those and merge again")
-    merged = _assemble(loaded, kind, key, runs, order, spcs, seeds)
+    merged = _assemble(loaded, kind, key, runs, order, spcs, seeds, ref)
     merged["merged_from"] = [str(p) for p, _ in loaded]
     merged["seconds"] = round(sum(float(r.get("seconds", 0.0)) for _, r in loaded), 1)
     if out is not None:
@@ -152,12 +164,12 @@ def _name_order(loaded: list[tuple[Path, dict]], kind: str) -> list[str]:
     return names
 
 
-def _assemble(loaded, kind: str, key: str, runs, order, spcs, seeds) -> dict:
-    """The merged results, in the layout of the first piece: its settings with the union of SPCs,
+def _assemble(loaded, kind: str, key: str, runs, order, spcs, seeds, ref: int = 0) -> dict:
+    """The merged results, in the layout of piece ``ref``: its settings with the union of SPCs,
     seeds (and, for evaluate, methods) and devices, the runs, their summary and the per-SPC budgets."""
     from glico.experiments.evaluate import aggregate
 
-    first = loaded[0][1]
+    first = loaded[ref][1]
     where = "settings" if kind == "ablate" else "config"
     steps: dict[str, Any] = {}
     for _, r in loaded:

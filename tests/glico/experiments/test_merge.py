@@ -133,3 +133,23 @@ def test_evaluate_pieces_merge_too(tmp_path):
     _ablate(ablate, "--seeds", "0", "--only", "Baseline")
     with pytest.raises(ValueError, match="cannot merge 'glico evaluate' results with 'glico ablate'"):
         merge_results([tmp_path / "p0", ablate])
+
+
+def test_a_piece_without_glico_may_differ_in_glico_only_settings(tmp_path):
+    # The baseline never reads the GLICO flags, so its piece merges with GLICO pieces run with other ones;
+    # the merged settings are those of the GLICO pieces, which must still agree with each other.
+    common = ["--data", "digits", "--spc", "2", "--classifier", "weak", "--epochs", "1", "--max-test", "60", "--quiet",
+              "--loss", "pixel", "--code-dim", "8", "--seeds", "0"]
+    assert main(["evaluate", "--methods", "baseline", "--out", str(tmp_path / "b")] + common) == 0
+    glico_flags = ["--fit-epochs", "3", "--glico-p", "0.75", "--glico-t", "0.1,0.5"]
+    assert main(["evaluate", "--methods", "glico", "--out", str(tmp_path / "g")] + common + glico_flags) == 0
+    merged = merge_results([tmp_path / "b", tmp_path / "g"], out=tmp_path / "m")
+    assert merged["config"]["methods"] == ["baseline", "glico"]
+    assert (merged["config"]["glico_p"], merged["config"]["glico_t"], merged["config"]["fit_epochs"]) == (0.75, [0.1, 0.5], 3)
+    other = _edited_copy(tmp_path / "g", tmp_path / "g2", lambda r: r["config"].update(glico_p=0.5, methods=["cutout", "glico"]))
+    with pytest.raises(ValueError, match=r"glico_p: 0.75 vs 0.5"):
+        merge_results([tmp_path / "b", tmp_path / "g", other])
+    # Settings every method reads still have to agree.
+    lr = _edited_copy(tmp_path / "b", tmp_path / "b2", lambda r: r["config"].update(lr=0.01))
+    with pytest.raises(ValueError, match=r"lr: 0.1 vs 0.01"):
+        merge_results([lr, tmp_path / "g"])
