@@ -132,7 +132,7 @@ def test_an_interrupted_ablation_resumes_and_refits_only_what_the_missing_rows_n
     (["--batch-size", "0"], ">= 1"),
     (["--epochs", "0"], ">= 1"),
     (["--gamma", "nan"], "a finite number"),
-    (["--glico-p", "-0.5"], ">= 0"),
+    (["--glico-p", "-0.5"], "a probability in [0, 1]"),
 ])
 def test_bad_grid_values_are_refused_before_any_work(flags, message, tmp_path, capsys):
     with pytest.raises(SystemExit) as info:
