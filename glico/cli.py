@@ -12,7 +12,8 @@ from pathlib import Path
 import torch
 
 from glico import __version__
-from glico._argtypes import int_list, nonnegative_float, nonnegative_int, positive_float, positive_int, probability
+from glico._argtypes import (int_list, nonnegative_float, nonnegative_int, positive_float, positive_int, probability,
+                             unit_float_list)
 from glico.names import ModelSpec, build_model, choices
 
 log = logging.getLogger("glico")
@@ -105,8 +106,10 @@ def cmd_demo(args) -> int:
     from glico.experiments.demo import DemoConfig, run_demo
 
     seeds = (args.seed,) if args.seed is not None else args.seeds
-    cfg = DemoConfig(seeds=seeds, spc=args.spc, fit_epochs=args.fit_epochs, steps=args.steps, glico_p=args.glico_p,
-                     code_dim=args.code_dim)  # checked before anything is written
+    cfg = DemoConfig(seeds=seeds, spc=args.spc, fit_epochs=args.fit_epochs, classifier=args.classifier,
+                     steps=args.steps, batch_size=args.batch_size, lr=args.lr, weight_decay=args.weight_decay,
+                     schedule=args.schedule, glico_p=args.glico_p, glico_t=tuple(args.glico_t),
+                     code_dim=args.code_dim, validation=args.validation)  # checked before anything is written
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     _setup_logging(out / "log.txt")
@@ -116,8 +119,10 @@ def cmd_demo(args) -> int:
     threads = args.threads or 1
     torch.set_num_threads(threads)
     print(f"glico demo: scikit-learn digits, {cfg.spc} images per class, seeds {', '.join(map(str, seeds))} "
-          f"({jobs} at a time): a GLICO fit per seed, then the same weak CNN trained without and with GLICO "
-          f"augmentation (p = {cfg.glico_p}), scored on the digits' test images")
+          f"({jobs} at a time): a GLICO fit per seed, then the same {cfg.classifier} classifier trained without and with GLICO "
+          f"augmentation (p = {cfg.glico_p}), scored on "
+          + ("the digits' test images" if cfg.validation is None else
+             f"{cfg.validation} held-out training images per class (validation; the test images are not used)"))
     report = run_demo(cfg, out, jobs=jobs, progress=not args.quiet, threads_per_job=threads)
     if "interpolation" not in report["files"]:
         print("glico demo: note: no class has two training images to interpolate between, so interpolation.png is "
@@ -327,6 +332,7 @@ def build_parser() -> argparse.ArgumentParser:
     sub = p.add_subparsers(dest="command", required=True)
 
     from glico.experiments.demo import DemoConfig
+    from glico.experiments.evaluate import SCHEDULES, classifier_name
 
     d = sub.add_parser("demo", help="GLICO against the baseline on scikit-learn's digits, over seeds 0, 1, 2 (CPU, minutes)")
     d.add_argument("--out", default="glico-demo", help="folder for report.json and the pictures (default: glico-demo)")
@@ -336,10 +342,23 @@ def build_parser() -> argparse.ArgumentParser:
     which.add_argument("--seed", default=None, type=nonnegative_int, help="run this one seed only (same as --seeds S)")
     d.add_argument("--spc", default=DemoConfig.spc, type=_positive_int, help="labelled images per class")
     d.add_argument("--fit-epochs", default=DemoConfig.fit_epochs, type=_positive_int, help="GLICO fit epochs")
+    d.add_argument("--classifier", default=DemoConfig.classifier, type=classifier_name,
+                   help="downstream classifier (weak, resnet18, wrn-DEPTH-K, ...), the same for both methods")
     d.add_argument("--steps", default=DemoConfig.steps, type=_positive_int, help="classifier training steps")
+    d.add_argument("--batch-size", default=DemoConfig.batch_size, type=_positive_int, help="classifier batch size")
+    d.add_argument("--lr", default=DemoConfig.lr, type=positive_float, help="classifier's initial SGD learning rate")
+    d.add_argument("--weight-decay", default=DemoConfig.weight_decay, type=nonnegative_float,
+                   help="classifier's SGD weight decay")
+    d.add_argument("--schedule", default=DemoConfig.schedule, choices=SCHEDULES,
+                   help="learning-rate schedule: cosine, or step (x0.2 at 30/60/80 %% of the steps)")
     d.add_argument("--glico-p", default=DemoConfig.glico_p, type=probability,
                    help="probability that a training example is replaced by a GLICO sample")
+    d.add_argument("--glico-t", default=DemoConfig.glico_t, type=unit_float_list,
+                   help="comma-separated values the interpolation factor t is drawn from")
     d.add_argument("--code-dim", default=DemoConfig.code_dim, type=_positive_int)
+    d.add_argument("--validation", default=None, type=_positive_int, metavar="N",
+                   help="score on N held-out training images per class instead of the test images (for choosing "
+                        "settings; the test images are then not used)")
     d.add_argument("--jobs", default=None, type=_positive_int,
                    help="seeds run at once, one process each with --threads threads (default 1) (default: the seeds "
                         "or the CPU cores, whichever is fewer; 1 runs in this process with progress bars)")

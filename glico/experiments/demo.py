@@ -1,14 +1,14 @@
 """``glico demo``: GLICO against the baseline on scikit-learn's digits, over several seeds.
 
-For each seed: a small-sample split of the digits' training images, a GLICO fit on it, and the same weak
-CNN trained twice on it with the same budget, without and with GLICO augmentation; both are scored on
-the digits' test images. One seed's difference is mostly noise (a few test images either way), so the
-demo runs several (default 0, 1, 2), reports the mean and standard error of each method and of the
-per-seed difference, and draws them. Seeds run in parallel processes, one intra-op thread each (8 x 8
-images gain nothing from more threads).
+For each seed: a small-sample split of the digits' training images, a GLICO fit on it, and the same
+classifier (default a WRN-10-1, the CPU recipe of docs/reproducing.md) trained twice on it with the same
+budget, without and with GLICO augmentation; both are scored on the digits' test images. One seed's
+difference is mostly noise (a few test images either way), so the demo runs several (default 0, 1, 2),
+reports the mean and standard error of each method and of the per-seed difference, and draws them. Seeds
+run in parallel processes, one intra-op thread each (8 x 8 images gain nothing from more threads).
 
 The settings (``DemoConfig``'s defaults) were chosen on validation images held out of the digits'
-training set (seeds 100-102; see docs/reproducing.md, "The demo"), never on the test images.
+training set (split seeds 100-104; see docs/reproducing.md, "The demo"), never on the test images.
 """
 from __future__ import annotations
 
@@ -24,7 +24,7 @@ from typing import Any, Callable
 import torch
 
 from glico.experiments.downstream import TrainConfig
-from glico.experiments.evaluate import mean_ste, optimizer_text
+from glico.experiments.evaluate import SCHEDULES, downstream_classifier, mean_ste, optimizer_text
 from glico.interpolation import check_t_values
 
 log = logging.getLogger(__name__)
@@ -40,8 +40,13 @@ class DemoConfig:
         seeds: split and training seeds; one GLICO fit and two classifiers per seed.
         spc: labelled images per class.
         fit_epochs: GLICO fit budget (epochs over the split, batches of up to 128 images).
+        classifier: the downstream classifier, any name ``glico evaluate --classifier`` takes (``weak``,
+            ``wrn-10-1``, ...); the same network and budget for both methods.
         steps: classifier training steps (the same for both methods).
-        lr: the classifier's initial SGD learning rate (step schedule).
+        batch_size: classifier batch size.
+        lr: the classifier's initial SGD learning rate.
+        weight_decay: the classifier's weight decay.
+        schedule: ``"cosine"`` or ``"step"`` (x0.2 at 30/60/80 % of the steps).
         glico_p: probability that a training example is replaced by a GLICO sample.
         glico_t: the set the interpolation factor t is drawn from.
         code_dim: d, the length of each code.
@@ -52,8 +57,12 @@ class DemoConfig:
     seeds: tuple[int, ...] = (0, 1, 2)
     spc: int = 5
     fit_epochs: int = 1500
-    steps: int = 1000
-    lr: float = 0.05
+    classifier: str = "wrn-10-1"
+    steps: int = 1264
+    batch_size: int = 64
+    lr: float = 0.1
+    weight_decay: float = 5e-3
+    schedule: str = "cosine"
     glico_p: float = 0.5
     glico_t: tuple[float, ...] = (0.1, 0.2, 0.3, 0.4)
     code_dim: int = 128
@@ -62,8 +71,13 @@ class DemoConfig:
     def __post_init__(self) -> None:
         if not self.seeds or len(set(self.seeds)) != len(self.seeds) or min(self.seeds) < 0:
             raise ValueError(f"seeds must be distinct whole numbers >= 0; got {self.seeds}")
-        if min(self.spc, self.fit_epochs, self.steps, self.code_dim) < 1 or not self.lr > 0:
-            raise ValueError("spc, fit_epochs, steps, code_dim and lr must be positive")
+        if min(self.spc, self.fit_epochs, self.steps, self.batch_size, self.code_dim) < 1 or not self.lr > 0:
+            raise ValueError("spc, fit_epochs, steps, batch_size, code_dim and lr must be positive")
+        if not self.weight_decay >= 0:
+            raise ValueError(f"weight_decay must be >= 0; got {self.weight_decay}")
+        if self.schedule not in SCHEDULES:
+            raise ValueError(f"schedule must be one of {', '.join(SCHEDULES)}; got {self.schedule!r}")
+        downstream_classifier(self.classifier)  # an unknown name fails here, before any work
         if not 0.0 <= self.glico_p <= 1.0:
             raise ValueError(f"glico_p must be a probability in [0, 1]; got {self.glico_p}")
         check_t_values(self.glico_t)
@@ -72,7 +86,6 @@ class DemoConfig:
 def _one_seed(cfg: DemoConfig, seed: int, pictures: Path | None, progress: bool) -> dict[str, Any]:
     """Fit GLICO and train both classifiers for one seed; pictures of the fit go to ``pictures`` if given."""
     from glico.augment import GLICOAugmenter
-    from glico.classifiers import WeakCNN
     from glico.data import load_data, small_sample_split, validation_split
     from glico.experiments.downstream import TrainConfig, evaluate, train_classifier
     from glico.experiments.policies import build_policy
@@ -91,12 +104,14 @@ def _one_seed(cfg: DemoConfig, seed: int, pictures: Path | None, progress: bool)
     model = build_model(spec)
     history = fit(model, train.images, train.labels,
                   config=FitConfig(epochs=cfg.fit_epochs, batch_size=128, seed=seed, progress=progress))
-    tcfg = TrainConfig(steps=cfg.steps, batch_size=128, lr=cfg.lr, crop_pad=1, flip=False, seed=seed,
-                       progress=progress)
+    tcfg = TrainConfig(steps=cfg.steps, batch_size=min(cfg.batch_size, train.images.shape[0]), lr=cfg.lr,
+                       weight_decay=cfg.weight_decay, cosine=cfg.schedule == "cosine", crop_pad=1, flip=False,
+                       seed=seed, progress=progress)
+    make_classifier = downstream_classifier(cfg.classifier)
     accuracy, top5 = {}, {}
     for method in METHODS:
         torch.manual_seed(seed)
-        clf = WeakCNN(in_channels=c, num_classes=k, image_size=h)
+        clf = make_classifier(c, k, h)
         augmenter = GLICOAugmenter(model, p=cfg.glico_p, seed=seed, t_values=cfg.glico_t)
         policy = build_policy(method, num_classes=k, glico_augmenter=augmenter, seed=seed, image_size=h)
         train_classifier(clf, train.images, train.labels, tcfg, policy=policy, desc=f"{method} seed {seed}")
@@ -177,8 +192,9 @@ def run_demo(cfg: DemoConfig, out: str | Path, jobs: int = 2, progress: bool = T
         "scored_on": scored,
         "settings": {**asdict(cfg), "seeds": list(cfg.seeds), "glico_t": list(cfg.glico_t)},
         "model": {"loss": "laplacian+pixel", "code_dim": cfg.code_dim, "rest": "the paper's defaults"},
-        "classifier": {"name": "weak", "steps": cfg.steps, "batch_size": min(128, per_seed[0]["n_train"]),
-                       "lr": cfg.lr, "optimizer": optimizer_text("step", TrainConfig.weight_decay),
+        "classifier": {"name": cfg.classifier, "steps": cfg.steps,
+                       "batch_size": min(cfg.batch_size, per_seed[0]["n_train"]), "lr": cfg.lr,
+                       "optimizer": optimizer_text(cfg.schedule, cfg.weight_decay),
                        "standard_augmentation": "random crop (pad 1), no flip (digits are not mirror-symmetric)"},
         "per_seed": per_seed,
         "summary": summary,

@@ -108,6 +108,33 @@ def test_demo_tiny_one_seed(tmp_path, capsys):
     assert "baseline" in printed and "GLICO augmentation" in printed
 
 
+def test_demo_on_validation_images_with_another_classifier(tmp_path, capsys):
+    out = tmp_path / "demo"
+    assert main(["demo", "--out", str(out), "--seed", "1", "--fit-epochs", "3", "--steps", "3", "--quiet",
+                 "--code-dim", "8", "--validation", "5", "--classifier", "wrn-10-1", "--schedule", "cosine",
+                 "--batch-size", "16", "--weight-decay", "0.005", "--glico-t", "0.2,0.5"]) == 0
+    report = json.loads((out / "report.json").read_text())
+    (r,) = report["per_seed"]
+    assert report["scored_on"] == "validation" and r["n_scored"] == 5 * 10  # 5 per class, 10 classes
+    assert report["classifier"]["name"] == "wrn-10-1" and report["classifier"]["batch_size"] == 16
+    assert "cosine" in report["classifier"]["optimizer"] and "0.005" in report["classifier"]["optimizer"]
+    assert report["settings"]["glico_t"] == [0.2, 0.5]
+    assert "held-out training images" in capsys.readouterr().out
+
+
+@pytest.mark.parametrize("flags, message", [
+    (["--classifier", "wrn-11-1"], "DEPTH = 6n + 4"),
+    (["--schedule", "linear"], "invalid choice"),
+    (["--glico-t", "0.2,1.5"], "[0, 1]"),
+])
+def test_demo_refuses_bad_settings_before_writing(flags, message, tmp_path, capsys):
+    out = tmp_path / "demo"
+    with pytest.raises(SystemExit) as info:
+        main(["demo", "--out", str(out), *flags])
+    assert info.value.code == 2 and message in capsys.readouterr().err
+    assert not out.exists()
+
+
 def test_demo_seeds_in_parallel_match_the_same_seeds_run_one_by_one(tmp_path, capsys):
     # Each seed is seeded by itself, so the parallel processes give the numbers of a sequential run; the
     # summary is the mean and standard error of the per-seed numbers.
