@@ -119,8 +119,8 @@ def cmd_demo(args) -> int:
     threads = args.threads or 1
     torch.set_num_threads(threads)
     print(f"glico demo: scikit-learn digits, {cfg.spc} images per class, seeds {', '.join(map(str, seeds))} "
-          f"({jobs} at a time): a GLICO fit per seed, then the same {cfg.classifier} classifier trained without and with GLICO "
-          f"augmentation (p = {cfg.glico_p}), scored on "
+          f"({jobs} at a time): a GLICO fit per seed, then the same {cfg.classifier} classifier trained without "
+          f"and with GLICO augmentation (p = {cfg.glico_p}), scored on "
           + ("the digits' test images" if cfg.validation is None else
              f"{cfg.validation} held-out training images per class (validation; the test images are not used)"))
     report = run_demo(cfg, out, jobs=jobs, progress=not args.quiet, threads_per_job=threads)

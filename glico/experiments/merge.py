@@ -12,8 +12,9 @@ merging the pieces gives the table the single command would have written.
 The pieces must agree on everything but the seeds, the SPCs, the variants (methods), the device and
 the spelling of the data path (the data as loaded must agree: name, classes, test images, image
 shape); an evaluate piece that runs no GLICO method may also differ in the GLICO-only settings (fit
-budget, composition, replacement probability, t set), which it never reads. Together they must cover the whole grid (every variant for every spc and seed); a (spc, seed, variant) that
-two pieces both ran is refused rather than silently picked.
+budget, composition, replacement probability, t set), which it never reads. Together they must cover
+the whole grid (every variant for every spc and seed); a (spc, seed, variant) that two pieces both ran
+is refused rather than silently picked.
 """
 from __future__ import annotations
 
