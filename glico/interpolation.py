@@ -90,6 +90,52 @@ class Lerp:
         return f"{type(self).__name__}()"
 
 
+class MultiSlerp:
+    """Slerp through more than two codes of a class (not in the paper): the anchor's code is slerped
+    towards one same-class partner, the result towards a second, and so on, ``num_codes - 1`` partners
+    in all, each step with its own t from the t set::
+
+        z = slerp(slerp(z_i, z_j, t_1), z_k, t_2)          # num_codes = 3
+
+    The new code stays on the unit sphere, inside the spherical hull of the codes it was made from.
+    Partners are drawn independently, uniformly among the anchor's
+    class, so two of them may coincide. ``MultiSlerp(2)`` samples exactly what :class:`Slerp` samples
+    for the same seed; each further partner and its t come from a stream of their own.
+
+    Args:
+        num_codes: how many codes each new code is made from (anchor included), >= 2.
+    """
+
+    def __init__(self, num_codes: int = 3) -> None:
+        if isinstance(num_codes, bool) or not isinstance(num_codes, int) or num_codes < 2:
+            raise ValueError(f"num_codes must be a whole number >= 2 (the anchor and at least one partner); "
+                             f"got {num_codes!r}")
+        self.num_codes = num_codes
+
+    def __call__(self, a, b, t):
+        return kernels.slerp(a, b, t)
+
+    def sample_inputs(self, codes, idx, index, t_values, noise, seed, check_indices=True):
+        d = codes.shape[1]
+        fused_noise = type(noise) is ConcatNoise
+        drawn = kernels.sample_codes(codes, idx, index, t_values, noise_dim=noise.dim if fused_noise else 0,
+                                     sigma=noise.sigma if fused_noise else 1.0, seed=seed,
+                                     check_indices=check_indices)
+        z = drawn.inputs[:, :d]
+        if self.num_codes > 2:
+            g = _device_generator(codes.device, substream(seed, 2))
+            anchors = idx.to(codes.device)
+            for _ in range(self.num_codes - 2):
+                partners, t = draw_partners(index, anchors, t_values, g)
+                z = kernels.slerp(z, codes[partners], t)
+        if fused_noise:
+            return torch.cat([z, drawn.inputs[:, d:]], dim=1)
+        return noise(z, generator=_device_generator(codes.device, substream(seed, 0)))
+
+    def __repr__(self) -> str:
+        return f"{type(self).__name__}(num_codes={self.num_codes})"
+
+
 def _sample_inputs(interp, fused_slerp: bool, codes, idx, index, t_values, noise, seed, check_indices):
     """Generator inputs for anchors ``idx``: the partner, t and (for ConcatNoise) ε draws of
     :func:`kernels.sample_codes`, interpolated by ``interp``. ``fused_slerp``: ``interp`` is plain

@@ -154,9 +154,9 @@ def _noises() -> dict[str, Callable[[ModelSpec], Any]]:
 
 
 def _interpolators() -> dict[str, Callable[[ModelSpec], Any]]:
-    from glico.interpolation import Lerp, Slerp
+    from glico.interpolation import Lerp, MultiSlerp, Slerp
 
-    return {"slerp": lambda s: Slerp(), "lerp": lambda s: Lerp()}
+    return {"slerp": lambda s: Slerp(), "lerp": lambda s: Lerp(), "slerp3": lambda s: MultiSlerp(3)}
 
 
 def _classifiers() -> dict[str, Callable[[ModelSpec], Any]]:

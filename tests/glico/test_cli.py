@@ -25,6 +25,7 @@ FAMILY_CHOICES = [
     ("--noise", "none"),
     ("--interpolator", "slerp"),
     ("--interpolator", "lerp"),
+    ("--interpolator", "slerp3"),
     ("--classifier", "weak"),
     ("--classifier", "latent"),
     ("--classifier", "wrn"),
