@@ -109,18 +109,20 @@ def cmd_demo(args) -> int:
     cfg = DemoConfig(seeds=seeds, spc=args.spc, fit_epochs=args.fit_epochs, classifier=args.classifier,
                      steps=args.steps, batch_size=args.batch_size, lr=args.lr, weight_decay=args.weight_decay,
                      schedule=args.schedule, glico_p=args.glico_p, glico_t=tuple(args.glico_t),
-                     code_dim=args.code_dim, validation=args.validation)  # checked before anything is written
+                     code_dim=args.code_dim, validation=args.validation,
+                     restarts=args.restarts)  # checked before anything is written
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     _setup_logging(out / "log.txt")
-    jobs = args.jobs if args.jobs is not None else min(len(seeds), os.cpu_count() or 1)
+    jobs = args.jobs if args.jobs is not None else os.cpu_count() or 1
     # 8x8 images: intra-op threads only add synchronisation (3x slower measured with 2 threads on a 2-core
-    # machine with one other busy process), so one thread per seed unless --threads says otherwise.
+    # machine with one other busy process), so one thread per process unless --threads says otherwise.
     threads = args.threads or 1
     torch.set_num_threads(threads)
     print(f"glico demo: scikit-learn digits, {cfg.spc} images per class, seeds {', '.join(map(str, seeds))} "
-          f"({jobs} at a time): a GLICO fit per seed, then the same {cfg.classifier} classifier trained without "
-          f"and with GLICO augmentation (p = {cfg.glico_p}), scored on "
+          f"({jobs} processes): a GLICO fit per seed, then the same {cfg.classifier} classifier trained without "
+          f"and with GLICO augmentation (p = {cfg.glico_p}"
+          + (f"; {cfg.restarts} of each per seed, averaged" if cfg.restarts > 1 else "") + "), scored on "
           + ("the digits' test images" if cfg.validation is None else
              f"{cfg.validation} held-out training images per class (validation; the test images are not used)"))
     report = run_demo(cfg, out, jobs=jobs, progress=not args.quiet, threads_per_job=threads)
@@ -359,9 +361,12 @@ def build_parser() -> argparse.ArgumentParser:
     d.add_argument("--validation", default=None, type=_positive_int, metavar="N",
                    help="score on N held-out training images per class instead of the test images (for choosing "
                         "settings; the test images are then not used)")
+    d.add_argument("--restarts", default=DemoConfig.restarts, type=_positive_int,
+                   help="classifiers trained per method and seed (own initialisation and batch order); a seed's "
+                        "accuracy is their mean, which takes out most of one training's luck")
     d.add_argument("--jobs", default=None, type=_positive_int,
-                   help="seeds run at once, one process each with --threads threads (default 1) (default: the seeds "
-                        "or the CPU cores, whichever is fewer; 1 runs in this process with progress bars)")
+                   help="processes, each running one fit or one classifier at a time with --threads threads "
+                        "(default 1) (default: the CPU cores; 1 runs in this process with progress bars)")
     d.add_argument("--quiet", action="store_true", help="no progress bars")
     d.set_defaults(func=cmd_demo)
 

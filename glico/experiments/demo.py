@@ -2,10 +2,13 @@
 
 For each seed: a small-sample split of the digits' training images, a GLICO fit on it, and the same
 classifier (default a WRN-10-1, the CPU recipe of docs/reproducing.md) trained twice on it with the same
-budget, without and with GLICO augmentation; both are scored on the digits' test images. One seed's
-difference is mostly noise (a few test images either way), so the demo runs several (default 0, 1, 2),
-reports the mean and standard error of each method and of the per-seed difference, and draws them. Seeds
-run in parallel processes, one intra-op thread each (8 x 8 images gain nothing from more threads).
+budget, without and with GLICO augmentation, each several times (``restarts``: own initialisation, batch
+order and draws; a seed's accuracy is their mean); all are scored on the digits' test images. One
+training's accuracy is mostly luck at 5 images per class (a few points either way with its seed alone),
+and so is one split's, so the demo runs several restarts and several seeds (default 0, 1, 2), reports the
+mean and standard error of each method and of the per-seed difference, and draws them. Fits and
+trainings run as tasks in parallel processes, one intra-op thread each (8 x 8 images gain nothing from
+more threads).
 
 The settings (``DemoConfig``'s defaults) were chosen on validation images held out of the digits'
 training set (split seeds 100-104; see docs/reproducing.md, "The demo"), never on the test images.
@@ -16,7 +19,7 @@ import json
 import logging
 import multiprocessing
 import time
-from concurrent.futures import ProcessPoolExecutor
+from concurrent.futures import FIRST_COMPLETED, ProcessPoolExecutor, wait
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any, Callable
@@ -52,13 +55,17 @@ class DemoConfig:
         code_dim: d, the length of each code.
         validation: score on this many held-out training images per class instead of the test set (for
             choosing the settings above; None: the test set).
+        restarts: classifiers trained per method and seed, each with its own initialisation, batch order
+            and augmentation draws (restart 0 uses the seed itself); a seed's accuracy is their mean. On
+            5 images per class one training's accuracy moves by a few points with its seed alone, as much
+            as GLICO's gain, so one restart per seed measures mostly that noise.
     """
 
     seeds: tuple[int, ...] = (0, 1, 2)
     spc: int = 5
     fit_epochs: int = 1500
     classifier: str = "wrn-10-1"
-    steps: int = 1264
+    steps: int = 632
     batch_size: int = 64
     lr: float = 0.1
     weight_decay: float = 5e-3
@@ -67,12 +74,13 @@ class DemoConfig:
     glico_t: tuple[float, ...] = (0.1, 0.2, 0.3, 0.4)
     code_dim: int = 128
     validation: int | None = None
+    restarts: int = 6
 
     def __post_init__(self) -> None:
         if not self.seeds or len(set(self.seeds)) != len(self.seeds) or min(self.seeds) < 0:
             raise ValueError(f"seeds must be distinct whole numbers >= 0; got {self.seeds}")
-        if min(self.spc, self.fit_epochs, self.steps, self.batch_size, self.code_dim) < 1 or not self.lr > 0:
-            raise ValueError("spc, fit_epochs, steps, batch_size, code_dim and lr must be positive")
+        if min(self.spc, self.fit_epochs, self.steps, self.batch_size, self.code_dim, self.restarts) < 1 or not self.lr > 0:
+            raise ValueError("spc, fit_epochs, steps, batch_size, code_dim, restarts and lr must be positive")
         if not self.weight_decay >= 0:
             raise ValueError(f"weight_decay must be >= 0; got {self.weight_decay}")
         if self.schedule not in SCHEDULES:
@@ -83,51 +91,96 @@ class DemoConfig:
         check_t_values(self.glico_t)
 
 
-def _one_seed(cfg: DemoConfig, seed: int, pictures: Path | None, progress: bool) -> dict[str, Any]:
-    """Fit GLICO and train both classifiers for one seed; pictures of the fit go to ``pictures`` if given."""
-    from glico.augment import GLICOAugmenter
+def _split(cfg: DemoConfig, seed: int):
     from glico.data import load_data, small_sample_split, validation_split
-    from glico.experiments.downstream import TrainConfig, evaluate, train_classifier
-    from glico.experiments.policies import build_policy
-    from glico.names import ModelSpec, build_model
-    from glico.training import FitConfig, fit
 
-    t0 = time.perf_counter()
     data = load_data("digits")
     train, _ = small_sample_split(data.train, cfg.spc, seed)
     held = data.test if cfg.validation is None else validation_split(data.train, cfg.spc, seed, cfg.validation)[0]
-    c, h, w = train.images.shape[1:]
-    k = len(data.train.class_names)
+    return train, held, len(data.train.class_names)
+
+
+def _spec(cfg: DemoConfig, train, k: int):
+    from glico.names import ModelSpec
+
     # Weight-free reconstruction loss: the perceptual loss needs ImageNet weights (a download).
-    spec = ModelSpec(image_shape=(c, h, w), num_classes=k, loss="laplacian+pixel", code_dim=cfg.code_dim)
+    return ModelSpec(image_shape=tuple(train.images.shape[1:]), num_classes=k, loss="laplacian+pixel",
+                     code_dim=cfg.code_dim)
+
+
+def restart_seed(seed: int, restart: int) -> int:
+    """The classifier seed of restart ``restart`` for split seed ``seed`` (restart 0: the seed itself)."""
+    from glico._rng import substream
+
+    return seed if restart == 0 else substream(seed, restart) % 2**31
+
+
+def _fit_seed(cfg: DemoConfig, seed: int, pictures: Path | None, progress: bool) -> dict[str, Any]:
+    """The GLICO fit of one seed's split; its pictures go to ``pictures`` if given."""
+    from glico.checkpoint import model_state
+    from glico.names import build_model
+    from glico.training import FitConfig, fit
+
+    t0 = time.perf_counter()
+    train, held, k = _split(cfg, seed)
     torch.manual_seed(seed)
-    model = build_model(spec)
+    model = build_model(_spec(cfg, train, k))
     history = fit(model, train.images, train.labels,
                   config=FitConfig(epochs=cfg.fit_epochs, batch_size=128, seed=seed, progress=progress))
-    tcfg = TrainConfig(steps=cfg.steps, batch_size=min(cfg.batch_size, train.images.shape[0]), lr=cfg.lr,
-                       weight_decay=cfg.weight_decay, cosine=cfg.schedule == "cosine", crop_pad=1, flip=False,
-                       seed=seed, progress=progress)
-    make_classifier = downstream_classifier(cfg.classifier)
-    accuracy, top5 = {}, {}
-    for method in METHODS:
-        torch.manual_seed(seed)
-        clf = make_classifier(c, k, h)
-        augmenter = GLICOAugmenter(model, p=cfg.glico_p, seed=seed, t_values=cfg.glico_t)
-        policy = build_policy(method, num_classes=k, glico_augmenter=augmenter, seed=seed, image_size=h)
-        train_classifier(clf, train.images, train.labels, tcfg, policy=policy, desc=f"{method} seed {seed}")
-        scores = evaluate(clf, held.images, held.labels)
-        accuracy[method], top5[method] = scores["top1"], scores["top5"]
     files: dict[str, str] = {}
     if pictures is not None:
         from glico.viz import plot_losses, write_fit_pictures
 
         files = write_fit_pictures(model, pictures, train.labels)
         files["losses"] = str(plot_losses(history, pictures / "losses.png"))
-    return {"seed": seed, "accuracy": accuracy, "top5": top5, "gain": accuracy["glico"] - accuracy["baseline"],
-            "n_train": int(train.images.shape[0]), "n_scored": int(held.images.shape[0]),
+    return {"seed": seed, "state": model_state(model), "n_train": int(train.images.shape[0]),
+            "n_scored": int(held.images.shape[0]), "files": files,
             "fit": {"seconds": round(history.seconds, 1), "reconstruction_first": history.reconstruction[0],
                     "reconstruction_last": history.reconstruction[-1]},
-            "seconds": round(time.perf_counter() - t0, 1), "files": files}
+            "seconds": round(time.perf_counter() - t0, 1)}
+
+
+def _train_one(cfg: DemoConfig, seed: int, restart: int, method: str, state: dict | None,
+               progress: bool) -> dict[str, Any]:
+    """One classifier of one seed: ``method`` (baseline or glico, from the fitted ``state``), restart
+    ``restart``; returns its scores."""
+    from glico.augment import GLICOAugmenter
+    from glico.checkpoint import load_model_state
+    from glico.experiments.downstream import evaluate, train_classifier
+    from glico.experiments.policies import build_policy
+    from glico.names import build_model
+
+    t0 = time.perf_counter()
+    train, held, k = _split(cfg, seed)
+    c, h, _ = train.images.shape[1:]
+    rs = restart_seed(seed, restart)
+    augmenter = None
+    if method == "glico":
+        model = build_model(_spec(cfg, train, k))
+        load_model_state(model, state)
+        augmenter = GLICOAugmenter(model, p=cfg.glico_p, seed=rs, t_values=cfg.glico_t)
+    tcfg = TrainConfig(steps=cfg.steps, batch_size=min(cfg.batch_size, train.images.shape[0]), lr=cfg.lr,
+                       weight_decay=cfg.weight_decay, cosine=cfg.schedule == "cosine", crop_pad=1, flip=False,
+                       seed=rs, progress=progress)
+    torch.manual_seed(rs)
+    clf = downstream_classifier(cfg.classifier)(c, k, h)
+    policy = build_policy(method, num_classes=k, glico_augmenter=augmenter, seed=rs, image_size=h)
+    train_classifier(clf, train.images, train.labels, tcfg, policy=policy,
+                     desc=f"{method} seed {seed}" + (f" restart {restart}" if cfg.restarts > 1 else ""))
+    scores = evaluate(clf, held.images, held.labels)
+    return {"seed": seed, "restart": restart, "method": method, "top1": scores["top1"], "top5": scores["top5"],
+            "seconds": round(time.perf_counter() - t0, 1)}
+
+
+def _seed_record(fit: dict[str, Any], runs: list[dict[str, Any]]) -> dict[str, Any]:
+    """One seed's entry of the report: each method's mean over restarts, and the gain."""
+    by = {m: sorted((r for r in runs if r["method"] == m), key=lambda r: r["restart"]) for m in METHODS}
+    accuracy = {m: sum(r["top1"] for r in by[m]) / len(by[m]) for m in METHODS}
+    top5 = {m: sum(r["top5"] for r in by[m]) / len(by[m]) for m in METHODS}
+    return {"seed": fit["seed"], "accuracy": accuracy, "top5": top5, "gain": accuracy["glico"] - accuracy["baseline"],
+            "restarts": {m: [r["top1"] for r in by[m]] for m in METHODS},
+            "n_train": fit["n_train"], "n_scored": fit["n_scored"], "fit": fit["fit"],
+            "seconds": round(fit["seconds"] + sum(r["seconds"] for r in runs), 1), "files": fit["files"]}
 
 
 def _worker_init(threads: int) -> None:
@@ -148,9 +201,10 @@ def run_demo(cfg: DemoConfig, out: str | Path, jobs: int = 2, progress: bool = T
     Args:
         cfg: the settings.
         out: the output folder (created).
-        jobs: seeds run at once, each in its own process with ``threads_per_job`` intra-op threads (1: in
-            this process, with its thread setting, and progress bars).
-        progress: progress bars (only when ``jobs`` is 1 or there is one seed).
+        jobs: processes, each running one fit or one classifier training at a time with
+            ``threads_per_job`` intra-op threads (1: everything in this process, with its thread setting,
+            and progress bars).
+        progress: progress bars (only when ``jobs`` is 1).
         echo: where the per-seed and summary lines go.
 
     Returns:
@@ -162,26 +216,50 @@ def run_demo(cfg: DemoConfig, out: str | Path, jobs: int = 2, progress: bool = T
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     t0 = time.perf_counter()
-    jobs = max(1, min(int(jobs), len(cfg.seeds)))
     first = cfg.seeds[0]
-    args = [(cfg, s, out if s == first else None, progress and jobs == 1) for s in cfg.seeds]
+    n_tasks = len(cfg.seeds) * (1 + len(METHODS) * cfg.restarts)
+    jobs = max(1, min(int(jobs), n_tasks))
     results: dict[int, dict] = {}
 
-    def report_seed(r: dict) -> None:
-        results[r["seed"]] = r
+    def report_seed(fit: dict, runs: list[dict]) -> None:
+        r = results[fit["seed"]] = _seed_record(fit, runs)
         a = r["accuracy"]
-        echo(f"  seed {r['seed']}: baseline {a['baseline']:.2f} %, GLICO {a['glico']:.2f} % ({r['gain']:+.2f} points; "
-             f"fit {r['fit']['seconds']:.0f} s, seed {r['seconds']:.0f} s)")
+        over = f" (mean of {cfg.restarts} classifiers each)" if cfg.restarts > 1 else ""
+        echo(f"  seed {r['seed']}: baseline {a['baseline']:.2f} %, GLICO {a['glico']:.2f} %{over}: "
+             f"{r['gain']:+.2f} points (fit {r['fit']['seconds']:.0f} s, seed {r['seconds']:.0f} s of CPU)")
+
+    def trainings(seed: int) -> list[tuple[int, str]]:
+        return [(r, m) for r in range(cfg.restarts) for m in METHODS]
 
     if jobs == 1:
-        for a in args:
-            report_seed(_one_seed(*a))
+        for seed in cfg.seeds:
+            fit = _fit_seed(cfg, seed, out if seed == first else None, progress)
+            report_seed(fit, [_train_one(cfg, seed, r, m, fit["state"], progress) for r, m in trainings(seed)])
     else:
+        # One task per fit and per classifier, so the cores stay busy however the seeds and restarts
+        # divide among them; a seed's classifiers are queued as soon as its fit is done.
         ctx = multiprocessing.get_context("spawn")  # a fresh interpreter: no inherited thread pools
         with ProcessPoolExecutor(max_workers=jobs, mp_context=ctx, initializer=_worker_init,
                                  initargs=(threads_per_job,)) as pool:
-            for fut in [pool.submit(_one_seed, *a) for a in args]:
-                report_seed(fut.result())
+            fits = {pool.submit(_fit_seed, cfg, s, out if s == first else None, False): s for s in cfg.seeds}
+            pending: dict[Any, int] = {}
+            done_fits: dict[int, dict] = {}
+            runs: dict[int, list[dict]] = {s: [] for s in cfg.seeds}
+            waiting = set(fits)
+            while waiting:
+                finished, waiting = wait(waiting, return_when=FIRST_COMPLETED)
+                for fut in finished:
+                    if fut in fits:
+                        fit = done_fits[fits[fut]] = fut.result()
+                        for r, m in trainings(fit["seed"]):
+                            job = pool.submit(_train_one, cfg, fit["seed"], r, m, fit["state"], False)
+                            pending[job] = fit["seed"]
+                            waiting.add(job)
+                    else:
+                        seed = pending.pop(fut)
+                        runs[seed].append(fut.result())
+                        if len(runs[seed]) == len(trainings(seed)):
+                            report_seed(done_fits[seed], runs[seed])
     per_seed = [results[s] for s in cfg.seeds]
     summary = {m: _mean_ste([r["accuracy"][m] for r in per_seed]) for m in METHODS}
     summary["gain"] = _mean_ste([r["gain"] for r in per_seed])
@@ -208,7 +286,8 @@ def run_demo(cfg: DemoConfig, out: str | Path, jobs: int = 2, progress: bool = T
 
 def plot_demo(per_seed: list[dict], summary: dict, path: Path, scored: str = "test") -> Path:
     """Left: both methods' accuracy per seed and the means ± STE (the axis starts at 0, so bars are to
-    scale). Right: GLICO minus the baseline per seed and its mean ± STE, against a zero line."""
+    scale). Right: GLICO minus the baseline per seed and its mean ± STE, against a zero line, with each
+    restart's own difference as a dot where there are several (the spread a single training has)."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -231,6 +310,12 @@ def plot_demo(per_seed: list[dict], summary: dict, path: Path, scored: str = "te
     gains = [r["gain"] for r in per_seed]
     g = summary["gain"]
     bx.bar(range(len(gains)), gains, 0.6, color="#1f77b4")
+    pairs = [(j, gl - b) for j, r in enumerate(per_seed) if len(r.get("restarts", {}).get("glico", [])) > 1
+             for b, gl in zip(r["restarts"]["baseline"], r["restarts"]["glico"])]
+    if pairs:
+        bx.scatter([j for j, _ in pairs], [d for _, d in pairs], s=12, color="black", zorder=3,
+                   label="one restart")
+        bx.legend(fontsize=8, loc="best", frameon=False)
     bx.bar([len(gains)], [g["mean"]], 0.6, yerr=[g["ste"]], capsize=3, color="#0b3d66")
     bx.axhline(0.0, color="black", lw=0.8)
     bx.set_xticks(range(len(labels)), labels)

@@ -4,6 +4,7 @@ import json
 import pytest
 
 from glico.cli import main
+from glico.experiments.demo import restart_seed
 
 TINY = ["--data", "digits", "--spc", "2", "--epochs", "2", "--quiet", "--code-dim", "8", "--batch-size", "8"]
 OFFLINE = ["--vgg-weights", "random", "--feature-weights", "random"]
@@ -127,6 +128,7 @@ def test_demo_on_validation_images_with_another_classifier(tmp_path, capsys):
     (["--classifier", "wrn-11-1"], "DEPTH = 6n + 4"),
     (["--schedule", "linear"], "invalid choice"),
     (["--glico-t", "0.2,1.5"], "[0, 1]"),
+    (["--restarts", "0"], "whole number >= 1"),
 ])
 def test_demo_refuses_bad_settings_before_writing(flags, message, tmp_path, capsys):
     out = tmp_path / "demo"
@@ -149,6 +151,24 @@ def test_demo_seeds_in_parallel_match_the_same_seeds_run_one_by_one(tmp_path, ca
     assert par["summary"]["gain"]["mean"] == pytest.approx(mean)
     assert par["summary"]["gain"]["ste"] == pytest.approx(abs(gains[0] - gains[1]) / 2)  # sd/sqrt(2) for n = 2
     assert "mean over 2 seeds" in capsys.readouterr().out
+
+
+def test_demo_restarts_are_distinct_trainings_and_a_seed_scores_their_mean(tmp_path):
+    # Two restarts per method: restart 0 is the one-restart demo itself, restart 1 a training with another
+    # seed; the seed's accuracy and gain are the restarts' means, and the summary is over those.
+    argv = ["--fit-epochs", "4", "--steps", "6", "--quiet", "--code-dim", "8", "--seeds", "2", "--jobs", "1",
+            "--validation", "20"]
+    assert main(["demo", "--out", str(tmp_path / "one"), *argv, "--restarts", "1"]) == 0
+    assert main(["demo", "--out", str(tmp_path / "two"), *argv, "--restarts", "2"]) == 0
+    one, two = (json.loads((tmp_path / d / "report.json").read_text()) for d in ("one", "two"))
+    (r1,), (r2,) = one["per_seed"], two["per_seed"]
+    assert two["settings"]["restarts"] == 2
+    for m in ("baseline", "glico"):
+        assert len(r2["restarts"][m]) == 2 and r2["restarts"][m][0] == r1["accuracy"][m]
+        assert r2["accuracy"][m] == pytest.approx(sum(r2["restarts"][m]) / 2)
+        assert two["summary"][m]["mean"] == pytest.approx(r2["accuracy"][m])
+    assert r2["gain"] == pytest.approx(r2["accuracy"]["glico"] - r2["accuracy"]["baseline"])
+    assert restart_seed(2, 0) == 2 and len({restart_seed(2, r) for r in range(4)}) == 4
 
 
 @pytest.mark.parametrize(
