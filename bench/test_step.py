@@ -33,6 +33,8 @@ Classifier step, providers (weak 4-conv CNN; WideResNet-28-10 too at 32 px on CU
                      augmenter: on-device coin flips, partner draw and slerp, no host round trip);
     ``glico-all``    the library's augmenter with ``only_replaced=False``: the generator runs on the whole
                      batch (the GPU default; on CPU the default runs it on the replaced rows only);
+    ``glico-bank``   the library's augmenter with ``refresh_every=10``: a bank of one image per training
+                     example, drawn every 10 steps, replaced rows taken from it;
     ``eager-glico``  the same with :class:`EagerAugment` below: partners and t drawn on the host per
                      example, slerp written out, a host round trip per batch.
 Each at ``precision="fp32"`` and at the default ``"auto"`` (bf16 autocast + channels_last on GPUs with
@@ -105,7 +107,8 @@ else:
     CLS_STEPS = (1, 3)
     REPEATS = 1
 
-CLS_PROVIDERS = ("plain", "glico", "glico-all", "eager-glico")
+BANK_REFRESH = 10  # glico-bank: steps between bank draws
+CLS_PROVIDERS = ("plain", "glico", "glico-all", "glico-bank", "eager-glico")
 
 
 def _data(batch: int, size: int, seed: int = 0) -> tuple[torch.Tensor, torch.Tensor]:
@@ -274,6 +277,8 @@ def _policy(provider: str, images: torch.Tensor, labels: torch.Tensor, size: int
         return GLICOPolicy(GLICOAugmenter(model, p=0.5, seed=0))
     if provider == "glico-all":
         return GLICOPolicy(GLICOAugmenter(model, p=0.5, seed=0, only_replaced=False))
+    if provider == "glico-bank":
+        return GLICOPolicy(GLICOAugmenter(model, p=0.5, seed=0, refresh_every=BANK_REFRESH))
     return EagerAugment(model, labels)
 
 
@@ -330,7 +335,7 @@ def test_targets(record):
         for precision in CLS_PRECISIONS:
             plain = _find(kind="classifier_step", provider="plain", classifier=classifier, B=batch, size=size,
                           precision=precision)
-            for provider in ("glico", "glico-all", "eager-glico"):
+            for provider in ("glico", "glico-all", "glico-bank", "eager-glico"):
                 aug = _find(kind="classifier_step", provider=provider, classifier=classifier, B=batch, size=size,
                             precision=precision)
                 if plain and aug and plain["ms_median"] > 0:

@@ -33,7 +33,7 @@ from glico._argtypes import (int_list, nonnegative_float, positive_float, positi
 log = logging.getLogger(__name__)
 
 #: The methods that sample from a fitted GLICO model: ``glico`` and ``glico+POLICY``.
-GLICO_METHODS = tuple(m for m in policy_names() if m.partition("+")[0] == "glico")
+GLICO_METHODS = tuple(m for m in policy_names() if "glico" in m.split("+"))
 
 
 def _downstream_classifiers() -> dict[str, Callable[[int, int, int], nn.Module]]:
@@ -108,6 +108,9 @@ class EvaluateConfig:
         schedule: ``step`` (x0.2 at 30 / 60 / 80 % of the budget, the WideResNet schedule) or ``cosine``.
         glico_p: replacement probability of the GLICO policy.
         glico_t: the set the GLICO policy draws t from (None: the paper's 0.1, 0.2, 0.3, 0.4).
+        glico_refresh: None (default): fresh GLICO draws at every step; k: a bank of one new image per
+            training example, drawn anew every k steps (:class:`glico.augment.GLICOAugmenter`'s
+            ``refresh_every``).
         fit_epochs: GLICO fit budget.
         model: the GLICO composition by names (see :class:`glico.names.ModelSpec` fields), without
             image_shape / num_classes.
@@ -142,6 +145,7 @@ class EvaluateConfig:
     schedule: str = "step"
     validation: int | None = None
     glico_t: tuple[float, ...] | None = None
+    glico_refresh: int | None = None
 
     def __post_init__(self) -> None:
         valid = policy_names()
@@ -156,6 +160,9 @@ class EvaluateConfig:
             raise ValueError(f"validation must be None or a number of images per class >= 1; got {self.validation!r}")
         if self.glico_t is not None:
             check_t_values(self.glico_t)
+        if self.glico_refresh is not None and (isinstance(self.glico_refresh, bool)
+                                               or not isinstance(self.glico_refresh, int) or self.glico_refresh < 1):
+            raise ValueError(f"glico_refresh must be None or a number of steps >= 1; got {self.glico_refresh!r}")
         if not 0.0 <= self.glico_p <= 1.0:
             raise ValueError(f"glico_p must be a probability in [0, 1]; got {self.glico_p}")
         if self.validation is not None and self.max_test is not None:
@@ -239,7 +246,8 @@ def run_evaluation(cfg: EvaluateConfig, out: Path, progress: bool = True, echo: 
                                                 batch_size=cfg.fit_batch_size, device=cfg.device, progress=progress,
                                                 samples_png=out / f"samples-spc{spc}-seed{seed}.png",
                                                 cache_dir=fit_cache)
-                    augmenter = GLICOAugmenter(model, p=cfg.glico_p, seed=seed, t_values=cfg.glico_t)
+                    augmenter = GLICOAugmenter(model, p=cfg.glico_p, seed=seed, t_values=cfg.glico_t,
+                                               refresh_every=cfg.glico_refresh)
                 for method in cfg.methods:
                     done += 1
                     previous = kept.done(spc=spc, seed=seed, method=method)
@@ -515,6 +523,9 @@ def add_evaluate_parser(sub, family_args: Callable[[argparse.ArgumentParser], No
     e.add_argument("--glico-p", default=0.5, type=probability, help="GLICO replacement probability (default: 0.5)")
     e.add_argument("--glico-t", default=None, type=unit_float_list,
                    help="comma-separated set the GLICO policy draws t from (default: the paper's 0.1,0.2,0.3,0.4)")
+    e.add_argument("--glico-refresh", default=None, type=positive_int, metavar="K",
+                   help="draw a bank of one GLICO image per training example every K steps and replace from it "
+                        "(faster where the generator dominates a step; default: fresh draws every step)")
     e.add_argument("--image-size", default=None, type=positive_int, help="resize images to this side (default: as stored)")
     e.add_argument("--max-test", default=None, type=int, help="evaluate on a fixed stratified subsample of the test set")
     e.add_argument("--device", default="cpu", help="cpu | cuda | cuda:N (default: cpu)")
@@ -580,7 +591,7 @@ def cmd_evaluate(args) -> int:
         epochs=args.epochs, batch_size=default_batch_size(args), lr=default_lr(args),
         weight_decay=args.weight_decay, glico_p=args.glico_p, fit_epochs=args.fit_epochs, model=model,
         image_size=args.image_size, max_test=args.max_test, device=args.device, precision=args.precision,
-        schedule=args.schedule, validation=args.validation, glico_t=args.glico_t,
+        schedule=args.schedule, validation=args.validation, glico_t=args.glico_t, glico_refresh=args.glico_refresh,
     )
     run_evaluation(cfg, Path(args.out), progress=not args.quiet, resume=args.resume,
                    fit_cache=None if args.fit_cache is None else Path(args.fit_cache))

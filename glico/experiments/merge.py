@@ -30,7 +30,7 @@ __all__ = ["merge_results", "cmd_merge", "add_merge_parser"]
 _FREE_ABLATE = {"seeds", "spcs", "device", "data"}
 _FREE_EVALUATE = {"seeds", "spcs", "methods", "device", "data"}
 # evaluate settings that only GLICO methods read: a piece that runs none of them may differ in these.
-_GLICO_ONLY = {"glico_p", "glico_t", "fit_epochs", "fit_batch_size", "model"}
+_GLICO_ONLY = {"glico_p", "glico_t", "glico_refresh", "fit_epochs", "fit_batch_size", "model"}
 
 
 def _runs_glico(results: dict) -> bool:

@@ -134,6 +134,36 @@ def test_augmenter_generating_only_the_replaced_rows_gives_the_full_batch_result
     assert m.generator.training  # the generator's mode is restored (it ran in eval mode)
 
 
+def test_augmenter_bank_reuses_one_image_per_example_for_refresh_every_calls():
+    # refresh_every = 3: calls 0-2 take each replaced example's image from one bank, calls 3-5 from a new
+    # one. A bank is what a fresh draw gives for every code-table row at once: the images of a p = 1,
+    # whole-batch call with idx = 0..N-1 and the seed of the call that drew the bank.
+    x, y = toy_data()
+    m = small_model()
+    fit(m, x, y, config=FitConfig(epochs=3, progress=False))
+    n = len(x)
+    aug = GLICOAugmenter(m, p=1.0, seed=7, refresh_every=3)
+    perm = torch.randperm(n, generator=torch.Generator().manual_seed(0))
+    calls = [aug(x, torch.arange(n)), aug(x[perm], perm), aug(x, torch.arange(n)), aug(x, torch.arange(n))]
+    first = GLICOAugmenter(m, p=1.0, seed=7, only_replaced=False)(x, torch.arange(n))
+    second = GLICOAugmenter(m, p=1.0, seed=7 + 1_000_003 * 3, only_replaced=False)(x, torch.arange(n))
+    torch.testing.assert_close(calls[0], first, **tol(torch.float32))
+    assert torch.equal(calls[1], calls[0][perm]) and torch.equal(calls[2], calls[0])
+    torch.testing.assert_close(calls[3], second, **tol(torch.float32))
+    assert not torch.allclose(calls[3], calls[0])
+    # With p < 1 the coins are fresh at every call: kept rows are untouched, replaced rows are bank images.
+    half = GLICOAugmenter(m, p=0.5, seed=7, refresh_every=100)
+    big, idx = x.repeat(10, 1, 1, 1), torch.arange(n).repeat(10)
+    a, b = half(big, idx), half(big, idx)
+    ra, rb = (a != big).flatten(1).any(1), (b != big).flatten(1).any(1)
+    assert 0.3 < ra.float().mean() < 0.7 and not torch.equal(ra, rb)
+    torch.testing.assert_close(a[ra], first[idx[ra]], **tol(torch.float32))
+    torch.testing.assert_close(b[rb], first[idx[rb]], **tol(torch.float32))
+    for bad in (0, 2.5, True):
+        with pytest.raises(ValueError, match="refresh_every must be a whole number of calls >= 1"):
+            GLICOAugmenter(m, refresh_every=bad)
+
+
 def test_augmenter_t_values_override_the_models():
     x, y = toy_data()
     m = small_model()

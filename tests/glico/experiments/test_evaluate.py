@@ -148,3 +148,9 @@ def test_fit_cache_gives_the_same_model_without_fitting_again(tmp_path, monkeypa
 def test_validation_and_max_test_together_are_refused():
     with pytest.raises(ValueError, match="max_test .* would have no effect"):
         EvaluateConfig(data="digits", validation=5, max_test=100)
+
+
+@pytest.mark.parametrize("bad", [0, -3, 1.5, True])
+def test_glico_refresh_must_be_a_positive_number_of_steps(bad):
+    with pytest.raises(ValueError, match="glico_refresh must be None or a number of steps >= 1"):
+        EvaluateConfig(data="digits", glico_refresh=bad)

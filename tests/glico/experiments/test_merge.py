@@ -141,11 +141,12 @@ def test_a_piece_without_glico_may_differ_in_glico_only_settings(tmp_path):
     common = ["--data", "digits", "--spc", "2", "--classifier", "weak", "--epochs", "1", "--max-test", "60", "--quiet",
               "--loss", "pixel", "--code-dim", "8", "--seeds", "0"]
     assert main(["evaluate", "--methods", "baseline", "--out", str(tmp_path / "b")] + common) == 0
-    glico_flags = ["--fit-epochs", "3", "--glico-p", "0.75", "--glico-t", "0.1,0.5"]
+    glico_flags = ["--fit-epochs", "3", "--glico-p", "0.75", "--glico-t", "0.1,0.5", "--glico-refresh", "2"]
     assert main(["evaluate", "--methods", "glico", "--out", str(tmp_path / "g")] + common + glico_flags) == 0
     merged = merge_results([tmp_path / "b", tmp_path / "g"], out=tmp_path / "m")
     assert merged["config"]["methods"] == ["baseline", "glico"]
-    assert (merged["config"]["glico_p"], merged["config"]["glico_t"], merged["config"]["fit_epochs"]) == (0.75, [0.1, 0.5], 3)
+    assert (merged["config"]["glico_p"], merged["config"]["glico_t"], merged["config"]["fit_epochs"],
+            merged["config"]["glico_refresh"]) == (0.75, [0.1, 0.5], 3, 2)
     other = _edited_copy(tmp_path / "g", tmp_path / "g2", lambda r: r["config"].update(glico_p=0.5, methods=["cutout", "glico"]))
     with pytest.raises(ValueError, match=r"glico_p: 0.75 vs 0.5"):
         merge_results([tmp_path / "b", tmp_path / "g", other])
