@@ -496,7 +496,12 @@ def _factories(
     }
     # GLICO then a policy on the whole batch, the synthetic images included (the paper's GLICO + AutoAugment).
     combined = {f"glico+{name}": (lambda make=make: Compose(glico(), make())) for name, make in policies.items()}
-    return {"baseline": lambda: Standard(), **policies, "glico": glico, **combined}
+    # A label-keeping policy on the real images only, then GLICO's replacement: the synthetic images skip the
+    # policy (they still get the standard crop + flip). Not for MixUp / CutMix, whose mixed targets GLICO's
+    # class-keeping samples would contradict.
+    before = {f"{name}+glico": (lambda make=make: Compose(make(), glico())) for name, make in policies.items()
+              if name not in ("mixup", "cutmix")}
+    return {"baseline": lambda: Standard(), **policies, "glico": glico, **combined, **before}
 
 
 def policy_names() -> tuple[str, ...]:
@@ -517,7 +522,9 @@ def build_policy(
     Names: baseline, cutout, random-erasing, autoaugment, randaugment, trivialaugment, mixup, cutmix,
     glico, and glico+NAME for each of the policies before it but the baseline (GLICO's replacement, then
     that policy on the whole batch, synthetic images included: ``glico+autoaugment`` is the paper's
-    GLICO + AutoAugment).
+    GLICO + AutoAugment), and NAME+glico for the label-keeping ones (cutout, random-erasing, autoaugment,
+    randaugment, trivialaugment: the policy on the real images, then GLICO's replacement, so the
+    synthetic images skip the policy).
 
     Args:
         name: the method.

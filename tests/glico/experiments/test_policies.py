@@ -26,7 +26,8 @@ from glico.losses import PixelLoss
 from glico.training import FitConfig, fit
 
 POLICIES = ("cutout", "random-erasing", "autoaugment", "randaugment", "trivialaugment", "mixup", "cutmix")
-NAMES = ("baseline", *POLICIES, "glico", *(f"glico+{p}" for p in POLICIES))
+NAMES = ("baseline", *POLICIES, "glico", *(f"glico+{p}" for p in POLICIES),
+         *(f"{p}+glico" for p in POLICIES if p not in ("mixup", "cutmix")))
 DEVICES = ["cpu"] + (["cuda"] if torch.cuda.is_available() else [])
 
 
@@ -321,6 +322,23 @@ def test_compose_applies_glico_then_autoaugment(fitted):
     assert torch.equal(t, y)
     expected, _ = AutoAugment(seed=0)(glico_only, y, idx)
     torch.testing.assert_close(out, expected)
+
+
+def test_policy_then_glico_leaves_the_synthetic_images_unaugmented(fitted):
+    # autoaugment+glico: AutoAugment on the real batch, then GLICO's replacement. Kept rows are
+    # AutoAugment's images, replaced rows GLICO's samples as GLICO alone (same seed) makes them.
+    m, x, y = fitted
+    big, labels, idx = x.repeat(6, 1, 1, 1), y.repeat(6), torch.arange(len(x)).repeat(6)
+    out, t = build_policy("autoaugment+glico", num_classes=5, glico_augmenter=GLICOAugmenter(m, p=0.5, seed=3),
+                          seed=0)(big, labels, idx)
+    assert torch.equal(t, labels)
+    aa, _ = AutoAugment(seed=0)(big, labels, idx)
+    glico_only, _ = GLICOPolicy(GLICOAugmenter(m, p=0.5, seed=3))(big, labels, idx)
+    replaced = _pixels_changed(glico_only, big)
+    assert 0 < int(replaced.sum()) < len(big)
+    torch.testing.assert_close(out[replaced], glico_only[replaced])
+    torch.testing.assert_close(out[~replaced], aa[~replaced])
+    assert "mixup+glico" not in policy_names() and "cutmix+glico" not in policy_names()
 
 
 def test_compose_passes_soft_targets_on():
