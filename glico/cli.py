@@ -362,8 +362,9 @@ def build_parser() -> argparse.ArgumentParser:
                    help="score on N held-out training images per class instead of the test images (for choosing "
                         "settings; the test images are then not used)")
     d.add_argument("--restarts", default=DemoConfig.restarts, type=_positive_int,
-                   help="classifiers trained per method and seed (own initialisation and batch order); a seed's "
-                        "accuracy is their mean, which takes out most of one training's luck")
+                   help="classifiers trained per method and seed (own initialisation, batch order and draws); a "
+                        "seed's accuracy is their mean, which averages out much of one training's luck (1: one "
+                        "training per method)")
     d.add_argument("--jobs", default=None, type=_positive_int,
                    help="processes, each running one fit or one classifier at a time with --threads threads "
                         "(default 1) (default: the CPU cores; 1 runs in this process with progress bars)")
