@@ -7,6 +7,7 @@ partner draw, the generator; nothing waits on the host.
 """
 from __future__ import annotations
 
+from contextlib import contextmanager
 from typing import Sequence
 
 import torch
@@ -15,6 +16,10 @@ from glico._checks import check_images
 from glico._rng import substream
 from glico.interpolation import check_t_values
 from glico.model import GLICO
+
+
+def _whole_positive(v) -> bool:
+    return isinstance(v, int) and not isinstance(v, bool) and v >= 1
 
 
 class GLICOAugmenter:
@@ -44,11 +49,11 @@ class GLICOAugmenter:
                  refresh_every: int | None = None, bank_chunk: int = 256) -> None:
         if not 0.0 <= p <= 1.0:
             raise ValueError(f"p must be a probability in [0, 1]; got {p}")
-        for name, v in (("refresh_every", refresh_every), ("bank_chunk", bank_chunk)):
-            if v is not None and (isinstance(v, bool) or not isinstance(v, int) or v < 1):
-                raise ValueError(f"{name} must be a whole number of calls >= 1"
-                                 + (" or None (fresh draws every call)" if name == "refresh_every" else "")
-                                 + f"; got {v!r}")
+        if refresh_every is not None and not _whole_positive(refresh_every):
+            raise ValueError(f"refresh_every must be a whole number of calls >= 1 or None (fresh draws every call); "
+                             f"got {refresh_every!r}")
+        if not _whole_positive(bank_chunk):
+            raise ValueError(f"bank_chunk must be a whole number of images >= 1; got {bank_chunk!r}")
         model._require_fitted()
         self.model, self.p, self.seed, self.check_inputs = model, float(p), int(seed), check_inputs
         self.t_values = model.t_values if t_values is None else check_t_values(t_values)
@@ -77,50 +82,50 @@ class GLICOAugmenter:
             raise ValueError(f"idx must have shape (B,) = ({images.shape[0]},); got {tuple(idx.shape)}")
         if self.p == 0.0:
             return images
-        seed = self.seed + 1_000_003 * self._calls
-        self._calls += 1
+        call, self._calls = self._calls, self._calls + 1
+        seed = self.seed + 1_000_003 * call
         # The coin flips and the sampler read separate streams: with one stream the partner would be a
         # function of the coin (only the first p-fraction of each class would ever be a partner).
         g = torch.Generator(device=images.device)
         g.manual_seed(substream(seed, 0))
         replace = torch.rand(images.shape[0], generator=g, device=images.device) < self.p
         if self.refresh_every is not None:
-            if (self._calls - 1) % self.refresh_every == 0:
+            if call % self.refresh_every == 0:
                 self._bank = self._draw_bank(images, substream(seed, 1))
             bank = self._bank[idx.to(self._bank.device)].to(images.device, images.dtype)
             return torch.where(replace[:, None, None, None], bank, images)
-        model = self.model
-        codes = model.codes.weight.detach()
-        inputs = model.interpolator.sample_inputs(
-            codes, idx.to(codes.device), model.class_index, self.t_values, model.noise, substream(seed, 1),
-            check_indices=self.check_inputs,
-        )
+        inputs = self._inputs(idx, substream(seed, 1))
         subset = images.device.type == "cpu" if self.only_replaced is None else self.only_replaced
-        was = model.generator.training
-        model.generator.eval()
-        try:
+        with self._eval_generator() as generator:
             if not subset:
-                synth = model.generator(inputs).to(images.device, images.dtype)
+                synth = generator(inputs).to(images.device, images.dtype)
                 return torch.where(replace[:, None, None, None], synth, images)
             rows = replace.nonzero().flatten()
             out = images.clone()
             if rows.numel():
-                out[rows] = model.generator(inputs[rows.to(inputs.device)]).to(images.device, images.dtype)
+                out[rows] = generator(inputs[rows.to(inputs.device)]).to(images.device, images.dtype)
             return out
+
+    def _inputs(self, idx: torch.Tensor, seed: int) -> torch.Tensor:
+        """Generator inputs of new images for anchors ``idx``: a same-class partner, t and noise each."""
+        model = self.model
+        codes = model.codes.weight.detach()
+        return model.interpolator.sample_inputs(codes, idx.to(codes.device), model.class_index, self.t_values,
+                                                model.noise, seed, check_indices=self.check_inputs)
+
+    @contextmanager
+    def _eval_generator(self):
+        """The generator in eval mode (no batch statistics), its mode restored afterwards."""
+        generator = self.model.generator
+        was = generator.training
+        generator.eval()
+        try:
+            yield generator
         finally:
-            model.generator.train(was)
+            generator.train(was)
 
     def _draw_bank(self, images: torch.Tensor, seed: int) -> torch.Tensor:
         """One new image per row of the code table (same draws as a call with idx = 0..N-1 and p = 1)."""
-        model = self.model
-        codes = model.codes.weight.detach()
-        rows = torch.arange(codes.shape[0], device=codes.device)
-        inputs = model.interpolator.sample_inputs(codes, rows, model.class_index, self.t_values, model.noise,
-                                                  seed, check_indices=self.check_inputs)
-        was = model.generator.training
-        model.generator.eval()
-        try:
-            return torch.cat([model.generator(chunk).to(images.device, images.dtype)
-                              for chunk in inputs.split(self.bank_chunk)])
-        finally:
-            model.generator.train(was)
+        inputs = self._inputs(torch.arange(self.model.codes.weight.shape[0]), seed)
+        with self._eval_generator() as generator:
+            return torch.cat([generator(chunk).to(images.device, images.dtype) for chunk in inputs.split(self.bank_chunk)])

@@ -228,13 +228,15 @@ def run_demo(cfg: DemoConfig, out: str | Path, jobs: int = 2, progress: bool = T
         echo(f"  seed {r['seed']}: baseline {a['baseline']:.2f} %, GLICO {a['glico']:.2f} %{over}: "
              f"{r['gain']:+.2f} points (fit {r['fit']['seconds']:.0f} s, seed {r['seconds']:.0f} s of CPU)")
 
-    def trainings(seed: int) -> list[tuple[int, str]]:
-        return [(r, m) for r in range(cfg.restarts) for m in METHODS]
+    trainings = [(r, m) for r in range(cfg.restarts) for m in METHODS]  # of each seed
+
+    def state_for(fit: dict, method: str) -> dict | None:
+        return fit["state"] if method == "glico" else None  # the baseline needs no GLICO model
 
     if jobs == 1:
         for seed in cfg.seeds:
             fit = _fit_seed(cfg, seed, out if seed == first else None, progress)
-            report_seed(fit, [_train_one(cfg, seed, r, m, fit["state"], progress) for r, m in trainings(seed)])
+            report_seed(fit, [_train_one(cfg, seed, r, m, state_for(fit, m), progress) for r, m in trainings])
     else:
         # One task per fit and per classifier, so the cores stay busy however the seeds and restarts
         # divide among them; a seed's classifiers are queued as soon as its fit is done.
@@ -251,14 +253,14 @@ def run_demo(cfg: DemoConfig, out: str | Path, jobs: int = 2, progress: bool = T
                 for fut in finished:
                     if fut in fits:
                         fit = done_fits[fits[fut]] = fut.result()
-                        for r, m in trainings(fit["seed"]):
-                            job = pool.submit(_train_one, cfg, fit["seed"], r, m, fit["state"], False)
+                        for r, m in trainings:
+                            job = pool.submit(_train_one, cfg, fit["seed"], r, m, state_for(fit, m), False)
                             pending[job] = fit["seed"]
                             waiting.add(job)
                     else:
                         seed = pending.pop(fut)
                         runs[seed].append(fut.result())
-                        if len(runs[seed]) == len(trainings(seed)):
+                        if len(runs[seed]) == len(trainings):
                             report_seed(done_fits[seed], runs[seed])
     per_seed = [results[s] for s in cfg.seeds]
     summary = {m: _mean_ste([r["accuracy"][m] for r in per_seed]) for m in METHODS}
