@@ -90,8 +90,11 @@ class GLICOAugmenter:
         g.manual_seed(substream(seed, 0))
         replace = torch.rand(images.shape[0], generator=g, device=images.device) < self.p
         if self.refresh_every is not None:
-            if call % self.refresh_every == 0:
-                self._bank = self._draw_bank(images, substream(seed, 1))
+            if call % self.refresh_every == 0 or self._bank is None:
+                # The bank of this call's window, drawn with the seed of the window's first call (also when
+                # a resumed training starts inside a window, see state_dict).
+                start = call - call % self.refresh_every
+                self._bank = self._draw_bank(images, substream(self.seed + 1_000_003 * start, 1))
             bank = self._bank[idx.to(self._bank.device)].to(images.device, images.dtype)
             return torch.where(replace[:, None, None, None], bank, images)
         inputs = self._inputs(idx, substream(seed, 1))
@@ -105,6 +108,18 @@ class GLICOAugmenter:
             if rows.numel():
                 out[rows] = generator(inputs[rows.to(inputs.device)]).to(images.device, images.dtype)
             return out
+
+    def state_dict(self) -> dict[str, int]:
+        """What the next call's draws depend on besides the model: the number of calls made so far."""
+        return {"calls": self._calls}
+
+    def load_state_dict(self, state: dict[str, int]) -> None:
+        """Continue from :meth:`state_dict`: the next call draws what the next call of the saved augmenter
+        would have (a bank is redrawn, from the seed of its window's first call)."""
+        calls = state.get("calls") if isinstance(state, dict) else None
+        if not _whole_positive(calls) and calls != 0:
+            raise ValueError(f"GLICOAugmenter state must be {{'calls': N}} with N >= 0; got {state!r}")
+        self._calls, self._bank = int(calls), None
 
     def _inputs(self, idx: torch.Tensor, seed: int) -> torch.Tensor:
         """Generator inputs of new images for anchors ``idx``: a same-class partner, t and noise each."""

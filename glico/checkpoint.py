@@ -80,6 +80,15 @@ def save_checkpoint(path: str | os.PathLike, model, extra: dict[str, Any] | None
         "model": model_state(model) if state is None else state,
         "extra": extra or {},
     }
+    return atomic_torch_save(payload, path)
+
+
+def atomic_torch_save(payload: Any, path: str | os.PathLike) -> Path:
+    """``torch.save(payload)`` to ``path`` through a temporary file in the same folder, flushed to disk and
+    renamed over ``path`` (the folder entry synced): a crash never leaves a half-written file where the last
+    good one was."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=path.name + ".", suffix=".tmp", dir=path.parent)
     try:
         # mkstemp makes the file 0600; give it the permissions any other file written here gets.

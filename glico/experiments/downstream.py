@@ -2,15 +2,23 @@
 augmentation (e.g. :class:`glico.augment.GLICOAugmenter`)."""
 from __future__ import annotations
 
+import collections
+import hashlib
+import logging
 import math
-from dataclasses import dataclass
+import time
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
 import torch
 from torch import nn
 from glico._progress import progress as tqdm
 
 from glico._checks import check_images, check_labels
 from glico.experiments.augment_ops import random_crop_flip
-from glico.experiments.policies import BatchPolicy, soft_cross_entropy
+from glico.experiments.policies import BatchPolicy, load_policy_state, policy_state, soft_cross_entropy
+
+log = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
@@ -100,12 +108,26 @@ def train_classifier(
     config: TrainConfig = TrainConfig(),
     policy: BatchPolicy | None = None,
     desc: str = "train",
+    checkpoint: str | Path | None = None,
+    checkpoint_minutes: float = 10.0,
+    resume: bool = False,
 ) -> nn.Module:
     """Train ``classifier`` with cross-entropy, SGD + Nesterov, a step (or cosine) schedule, standard crop/flip,
     and, if given, ``policy`` applied to each batch ``(images, labels, idx) -> (images, targets)``
     before the standard augmentation (targets may be soft, as MixUp and CutMix make them). The
     classifier is trained in place and returned in eval mode and the default (contiguous) memory
     format, whatever ``config.channels_last`` was — also when training is interrupted.
+
+    With ``checkpoint`` (a file path) the training state (weights, optimiser, schedule, batch order, the
+    random streams and the policy's :func:`~glico.experiments.policies.policy_state`) is written there
+    every ``checkpoint_minutes`` (0: never by time) and when SIGINT or SIGTERM arrives, after which
+    :class:`TrainInterrupted` is raised; ``resume=True`` continues from that file, and the resumed
+    training ends with the same weights as an uninterrupted one (on the same machine and device). The
+    file is left in place at the end; the caller removes it.
+
+    Raises:
+        TrainInterrupted: a signal stopped a checkpointed training (its state is in ``checkpoint``).
+        ValueError: ``resume`` with a checkpoint of another training (other data, recipe or classifier).
 
     Shape:
         images (N, C, H, W) in [0, 1], labels (N,)
@@ -130,27 +152,135 @@ def train_classifier(
     g_host = torch.Generator().manual_seed(config.seed)
     g_dev = torch.Generator(device=dev).manual_seed(config.seed + 7)
     perm, pos = torch.randperm(n, generator=g_host).to(dev), 0
+    start = 0
+    saver = None
+    if checkpoint is not None:
+        saver = _TrainCheckpoint(Path(checkpoint), config, classifier, images, labels, checkpoint_minutes)
+        if resume:
+            start, perm, pos = saver.restore(opt, sched, g_host, g_dev, policy, dev)
+            log.info("resuming the classifier's training at step %d of %d from %s", start, config.steps, checkpoint)
+    elif resume:
+        raise ValueError("resume=True needs the checkpoint file to resume from")
+    from glico.training import _StopOnSignals
+
     try:
-        for _ in tqdm(range(config.steps), desc=desc, unit="step", disable=not config.progress, leave=False):
-            if pos + batch > n:
-                perm, pos = torch.randperm(n, generator=g_host).to(dev), 0
-            idx = perm[pos : pos + batch]
-            pos += batch
-            xb, tb = x[idx], y[idx]
-            if policy is not None:
-                xb, tb = policy(xb, tb, idx)
-            xb = random_crop_flip(xb, config.crop_pad, config.flip, g_dev).contiguous(memory_format=fmt)
-            with torch.autocast(dev.type, dtype=torch.bfloat16, enabled=bf16):
-                logits = classifier(xb)
-            loss = soft_cross_entropy(logits.float(), tb)
-            opt.zero_grad(set_to_none=True)
-            loss.backward()
-            opt.step()
-            sched.step()
+        with _StopOnSignals(saver is not None) as stop:
+            for step in tqdm(range(start, config.steps), desc=desc, unit="step", disable=not config.progress,
+                             leave=False, initial=start, total=config.steps):
+                if pos + batch > n:
+                    perm, pos = torch.randperm(n, generator=g_host).to(dev), 0
+                idx = perm[pos : pos + batch]
+                pos += batch
+                xb, tb = x[idx], y[idx]
+                if policy is not None:
+                    xb, tb = policy(xb, tb, idx)
+                xb = random_crop_flip(xb, config.crop_pad, config.flip, g_dev).contiguous(memory_format=fmt)
+                with torch.autocast(dev.type, dtype=torch.bfloat16, enabled=bf16):
+                    logits = classifier(xb)
+                loss = soft_cross_entropy(logits.float(), tb)
+                opt.zero_grad(set_to_none=True)
+                loss.backward()
+                opt.step()
+                sched.step()
+                if saver is not None and (saver.due(stop.signal_name is not None) or step + 1 == config.steps):
+                    saver.write(step + 1, opt, sched, g_host, g_dev, perm, pos, policy)
+                    if stop.signal_name is not None and step + 1 < config.steps:
+                        raise TrainInterrupted(step + 1, config.steps, stop.signal_name, str(checkpoint))
     finally:
         # Handed back (also after an interruption) in the default layout, in eval mode.
         classifier.to(memory_format=torch.contiguous_format).eval()
     return classifier
+
+
+class TrainInterrupted(KeyboardInterrupt):
+    """A checkpointed :func:`train_classifier` stopped by SIGINT/SIGTERM after a whole step, its state saved.
+
+    A subclass of :class:`KeyboardInterrupt`, so code that already handles Ctrl-C keeps working.
+
+    Attributes:
+        step: the steps done (and saved); total_steps: the budget; signal_name: "SIGINT" or "SIGTERM";
+        checkpoint: the file holding the state.
+    """
+
+    def __init__(self, step: int, total_steps: int, signal_name: str, checkpoint: str) -> None:
+        self.step, self.total_steps, self.signal_name, self.checkpoint = step, total_steps, signal_name, checkpoint
+        super().__init__(f"training interrupted by {signal_name} after step {step} of {total_steps}; its state is "
+                         f"in {checkpoint}")
+
+
+TRAIN_CHECKPOINT_FORMAT = "glico-train-state-v1"
+
+
+class _TrainCheckpoint:
+    """Writes and restores the state of one :func:`train_classifier` run (tensors and plain data only)."""
+
+    def __init__(self, path: Path, config: TrainConfig, classifier: nn.Module, images: torch.Tensor,
+                 labels: torch.Tensor, minutes: float) -> None:
+        self.path, self.minutes, self.classifier, self.config = path, float(minutes), classifier, config
+        h = hashlib.sha256()
+        for t in (images, labels):
+            t = t.detach().cpu().contiguous()
+            h.update(str((t.dtype, tuple(t.shape))).encode())
+            h.update(t.view(-1).view(torch.uint8).numpy().tobytes())
+        shapes = {k: list(v.shape) for k, v in classifier.state_dict().items()}
+        recipe = {k: v for k, v in asdict(config).items() if k not in ("device", "progress")}
+        self.identity = {"data": h.hexdigest()[:24], "recipe": recipe, "classifier": type(classifier).__name__,
+                         "shapes": shapes}
+        self.last = time.monotonic()
+
+    def due(self, signalled: bool) -> bool:
+        return signalled or (self.minutes > 0 and time.monotonic() - self.last >= 60.0 * self.minutes)
+
+    def write(self, step: int, opt, sched, g_host, g_dev, perm, pos, policy) -> None:
+        from glico import __version__
+        from glico.checkpoint import atomic_torch_save
+
+        sched_state = {k: (dict(v) if isinstance(v, collections.Counter) else v) for k, v in sched.state_dict().items()}
+        payload = {
+            "format": TRAIN_CHECKPOINT_FORMAT, "glico_version": __version__, "identity": self.identity,
+            "step": step, "total_steps": self.config.steps,
+            "classifier": {k: v.detach().cpu() for k, v in self.classifier.state_dict().items()},
+            "optimizer": opt.state_dict(), "scheduler": sched_state,
+            "g_host": g_host.get_state(), "g_dev": g_dev.get_state().cpu(), "torch_rng": torch.get_rng_state(),
+            "perm": perm.cpu(), "pos": pos, "policy": policy_state(policy) if policy is not None else None,
+        }
+        atomic_torch_save(payload, self.path)
+        self.last = time.monotonic()
+        log.info("classifier training state at step %d written to %s", step, self.path)
+
+    def restore(self, opt, sched, g_host, g_dev, policy, dev: torch.device):
+        import pickle
+
+        if not self.path.is_file():
+            raise FileNotFoundError(f"no training state to resume from at {self.path}")
+        try:
+            state = torch.load(self.path, map_location="cpu", weights_only=True)
+        except (pickle.UnpicklingError, RuntimeError, EOFError, ValueError) as e:
+            raise ValueError(f"{self.path} is not a readable classifier training state ({type(e).__name__}: "
+                             f"{str(e)[:200]})") from e
+        if not isinstance(state, dict) or state.get("format") != TRAIN_CHECKPOINT_FORMAT:
+            raise ValueError(f"{self.path} is not a classifier training state written by glico (format "
+                             f"{TRAIN_CHECKPOINT_FORMAT!r})")
+        saved = state["identity"]
+        differ = [k for k in self.identity if saved.get(k) != self.identity[k]]
+        if differ:
+            what = {"data": "the training images or labels", "recipe": "the recipe (TrainConfig)",
+                    "classifier": "the classifier's class", "shapes": "the classifier's shape"}
+            raise ValueError(f"cannot resume from {self.path}: {', '.join(what[k] for k in differ)} differ from the "
+                             f"training that wrote it; start a new training instead")
+        self.classifier.load_state_dict(state["classifier"])
+        opt.load_state_dict(state["optimizer"])
+        sched_state = dict(state["scheduler"])
+        if isinstance(sched_state.get("milestones"), dict):
+            sched_state["milestones"] = collections.Counter(sched_state["milestones"])
+        sched.load_state_dict(sched_state)
+        g_host.set_state(state["g_host"])
+        g_dev.set_state(state["g_dev"])
+        torch.set_rng_state(state["torch_rng"])
+        if policy is not None and not load_policy_state(policy, state["policy"]):
+            log.warning("the batch policy %r has no state_dict/load_state_dict: its draws restart at the resumed "
+                        "step, so the resumed training is not the uninterrupted one", policy)
+        return int(state["step"]), state["perm"].to(dev), int(state["pos"])
 
 
 @torch.no_grad()

@@ -103,6 +103,17 @@ class _Seeded:
         self._calls += 1
         return s
 
+    def state_dict(self) -> dict[str, int]:
+        """The number of calls made so far: all the next call's draws depend on (with the seed)."""
+        return {"calls": self._calls}
+
+    def load_state_dict(self, state: dict[str, int]) -> None:
+        """Continue from :meth:`state_dict` (a resumed training draws what the uninterrupted one would)."""
+        calls = state.get("calls") if isinstance(state, dict) else None
+        if isinstance(calls, bool) or not isinstance(calls, int) or calls < 0:
+            raise ValueError(f"{type(self).__name__} state must be {{'calls': N}} with N >= 0; got {state!r}")
+        self._calls = calls
+
 
 class Standard:
     """The baseline: no augmentation beyond the standard random crop + horizontal flip, which the
@@ -115,6 +126,13 @@ class Standard:
     def __call__(self, images: Tensor, labels: Tensor, idx: Tensor) -> tuple[Tensor, Tensor]:
         _check_batch(images, labels, idx)
         return images, labels
+
+    def state_dict(self) -> dict:
+        """Nothing: the identity draws nothing."""
+        return {}
+
+    def load_state_dict(self, state: dict) -> None:
+        """Nothing to restore."""
 
     def __repr__(self) -> str:
         return "Standard()"
@@ -440,6 +458,14 @@ class GLICOPolicy:
         _check_batch(images, labels, idx)
         return self.augmenter(images, idx), labels
 
+    def state_dict(self) -> dict:
+        """The augmenter's state (:meth:`glico.augment.GLICOAugmenter.state_dict`)."""
+        return self.augmenter.state_dict()
+
+    def load_state_dict(self, state: dict) -> None:
+        """Restore the augmenter's state."""
+        self.augmenter.load_state_dict(state)
+
     def __repr__(self) -> str:
         return f"GLICOPolicy(p={getattr(self.augmenter, 'p', '?')})"
 
@@ -465,6 +491,17 @@ class Compose:
     def __call__(self, images: Tensor, labels: Tensor, idx: Tensor) -> tuple[Tensor, Tensor]:
         images, targets = self.first(images, labels, idx)
         return self.second(images, targets, idx)
+
+    def state_dict(self) -> dict:
+        """Both policies' states (:func:`policy_state`)."""
+        return {"first": policy_state(self.first), "second": policy_state(self.second)}
+
+    def load_state_dict(self, state: dict) -> None:
+        """Restore both policies' states."""
+        if not isinstance(state, dict) or set(state) != {"first", "second"}:
+            raise ValueError(f"Compose state must be {{'first': ..., 'second': ...}}; got {state!r}")
+        load_policy_state(self.first, state["first"])
+        load_policy_state(self.second, state["second"])
 
     def __repr__(self) -> str:
         return f"Compose({self.first!r}, {self.second!r})"
@@ -502,6 +539,24 @@ def _factories(
     before = {f"{name}+glico": (lambda make=make: Compose(make(), glico())) for name, make in policies.items()
               if name not in ("mixup", "cutmix")}
     return {"baseline": lambda: Standard(), **policies, "glico": glico, **combined, **before}
+
+
+def policy_state(policy: BatchPolicy) -> dict | None:
+    """What a policy's next draws depend on, as plain data (its ``state_dict()``), so that a resumed
+    training continues the policy's draws exactly; ``None`` for a policy without ``state_dict`` (a user's
+    own policy: a resumed training then restarts its draws, and says so)."""
+    get = getattr(policy, "state_dict", None)
+    return get() if callable(get) else None
+
+
+def load_policy_state(policy: BatchPolicy, state: dict | None) -> bool:
+    """Restore :func:`policy_state` output; ``False`` when there was nothing to restore (``state`` is
+    ``None`` or the policy has no ``load_state_dict``)."""
+    load = getattr(policy, "load_state_dict", None)
+    if state is None or not callable(load):
+        return False
+    load(state)
+    return True
 
 
 def policy_names() -> tuple[str, ...]:
