@@ -247,10 +247,11 @@ def _run_differences(saved: dict, now: dict, prefix: str = "") -> list[str]:
 
 
 def _resume_command(args) -> str:
-    """The ``glico fit`` command line of ``args`` (flags that differ from their defaults) plus --resume."""
+    """The ``glico fit`` (or ``train``) command line of ``args`` (flags that differ from their defaults) plus
+    --resume."""
     import shlex
 
-    parts = ["glico"] + (["--threads", str(args.threads)] if getattr(args, "threads", None) else []) + ["fit"]
+    parts = ["glico"] + (["--threads", str(args.threads)] if getattr(args, "threads", None) else []) + [args.command]
     for action in args.fit_parser._actions:
         if not action.option_strings or action.dest in ("help", "resume"):
             continue
@@ -259,6 +260,8 @@ def _resume_command(args) -> str:
             continue
         if isinstance(action, argparse._StoreTrueAction):
             parts.append(action.option_strings[-1])
+        elif action.nargs in ("+", "*"):
+            parts += list(map(str, value))
         else:
             parts += [action.option_strings[-1], str(value)]
     return shlex.join(parts + ["--resume"])
@@ -322,6 +325,206 @@ def cmd_sample(args) -> int:
     else:
         save_grid(images, out, nrow=n)
         print(f"wrote a grid of {n} samples per class (one row per class) to {out}")
+    return 0
+
+
+# ---------------------------------------------------------------------------------------- train
+# What 'glico train' writes into its folder while training and when done.
+TRAIN_FILES = ("model.json", "weights.pt", "train.json", "train-state.pt")
+
+
+def _spc_or_all(text: str) -> int | None:
+    if text == "all":
+        return None
+    return _positive_int(text)
+
+
+def cmd_train(args) -> int:
+    """``glico train``: fit GLICO (or reuse ``--run``), train the final classifier on all the labelled
+    images with the chosen augmentation, write a model folder. Exit codes as ``glico fit``."""
+    from glico.classify import GLICO_RUN_DIR, MODEL_JSON, TRAIN_STATE, recipe_for, train_final_classifier
+    from glico.data import load_data, small_sample_split
+    from glico.experiments.downstream import TrainInterrupted, resolve_precision
+    from glico.experiments.evaluate import GLICO_METHODS, model_fields_from_args
+    from glico.training import FitInterrupted, NonFiniteLossError, resolve_device
+
+    resolve_device(args.device)
+    out = Path(args.out)
+    glico_method = args.method in GLICO_METHODS
+    data_spec, spc, image_size, fitted = args.data, args.spc, args.image_size, None
+    seed = 0 if args.seed is None else args.seed
+    if args.run is not None:
+        if not glico_method:
+            raise ValueError(f"--run gives a GLICO fit, but method {args.method!r} does not use one; drop --run or "
+                             f"choose a glico method")
+        fitted, payload = load_run(args.run, device=args.device)
+        run = payload["extra"].get("run") or {}
+        for flag, mine, theirs in (("--data", args.data, run.get("data")), ("--spc", args.spc, run.get("spc")),
+                                   ("--seed", args.seed, run.get("seed")),
+                                   ("--image-size", args.image_size, run.get("image_size"))):
+            if mine is not None and mine != theirs:
+                raise ValueError(f"{flag} {mine} differs from the fit in {args.run} ({theirs!r}); --run trains on "
+                                 f"the fit's own split: leave {flag} out")
+        data_spec, spc, seed, image_size = run.get("data"), run.get("spc"), run.get("seed"), run.get("image_size")
+        if run.get("transductive"):
+            raise ValueError(f"{args.run} is a transductive fit (it also reconstructed the test images); glico train "
+                             f"scores on the test set, so it needs a fit of the training images only")
+    if data_spec is None:
+        raise ValueError("give --data SPEC (or --run RUN, a 'glico fit' folder, to reuse its fit and its data)")
+    overrides = {k: v for k, v in {
+        "classifier": args.classifier, "epochs": args.epochs, "batch_size": args.batch_size, "lr": args.lr,
+        "weight_decay": args.weight_decay, "schedule": args.schedule, "precision": args.precision,
+        "glico_p": args.glico_p, "glico_t": None if args.glico_t is None else tuple(args.glico_t),
+        "glico_refresh": args.glico_refresh, "fit_epochs": args.fit_epochs}.items() if v is not None}
+    overrides["flip"] = data_spec.split(":")[0].strip() != "digits"  # digits are not mirror-symmetric
+    recipe = recipe_for(args.recipe, args.device, **overrides)
+    fields = model_fields_from_args(args)
+    if fields["loss"] is None:
+        fields["loss"] = recipe.model.get("loss", "perceptual")
+    recipe = recipe_for(args.recipe, args.device, **overrides, model={**recipe.model, **fields})
+    resolve_precision(recipe.precision, args.device)
+    settings = {"glico_version": __version__, "data": data_spec, "spc": spc, "seed": seed, "image_size": image_size,
+                "method": args.method, "run": None if args.run is None else str(Path(args.run).resolve()),
+                "recipe": recipe.to_dict(), "device": args.device}
+    settings = json.loads(json.dumps(settings))
+    if args.resume:
+        if not (out / "train.json").is_file():
+            raise FileNotFoundError(f"--resume: {out} holds no training to resume (no train.json); run without "
+                                    f"--resume to start one there")
+        if (out / MODEL_JSON).is_file() and not (out / TRAIN_STATE).is_file():
+            raise ValueError(f"--resume: the training in {out} has finished (model.json is written); use --overwrite "
+                             f"to train again, or another --out")
+        differ = _run_differences(json.loads((out / "train.json").read_text()), settings)
+        differ = [d for d in differ if not d.startswith("--device")]
+        if differ:
+            raise ValueError(f"--resume: these settings differ from the training in {out}: {'; '.join(differ)}. "
+                             f"Rerun with the original settings, or start a new training in another --out folder")
+    else:
+        earlier = [f for f in TRAIN_FILES + (GLICO_RUN_DIR,) if (out / f).exists()]
+        if earlier and not args.overwrite:
+            raise ValueError(f"{out} already holds a training ({', '.join(earlier)}); add --resume to continue it, "
+                             f"--overwrite to replace it, or give another --out")
+    if recipe.classifier in ("wrn-28-10", "resnet50", "vgg19") and torch.device(args.device).type == "cpu":
+        print(f"glico train: warning: the {recipe.classifier} classifier on the CPU takes many hours; --recipe cpu "
+              f"(wrn-10-1) is the CPU-sized recipe", file=sys.stderr)
+    out.mkdir(parents=True, exist_ok=True)
+    _setup_logging(out / "log.txt", verbose=args.verbose)
+    data = load_data(data_spec, image_size=image_size)
+    if spc is None:
+        train, chosen = data.train, torch.arange(len(data.train))
+    else:
+        train, chosen = small_sample_split(data.train, spc, seed)
+    if fitted is not None and len(fitted.labels) < len(train):
+        raise ValueError(f"the fit in {args.run} has {len(fitted.labels)} codes but its split has {len(train)} images")
+    if not args.resume:
+        if args.overwrite:
+            import shutil
+
+            for f in TRAIN_FILES:
+                (out / f).unlink(missing_ok=True)
+            shutil.rmtree(out / GLICO_RUN_DIR, ignore_errors=True)
+        (out / "train.json").write_text(json.dumps(settings, indent=2))
+    c, h, w = train.images.shape[1:]
+    counts = train.class_counts().tolist()
+    per_class = f"{counts[0]} per class" if len(set(counts)) == 1 else f"{min(counts)}-{max(counts)} per class"
+    print(f"glico train: {data.name}, {len(train)} training images ({per_class}, {len(counts)} classes, {w}x{h}); "
+          f"method {args.method}; {recipe.classifier}, {recipe.epochs} epochs, batch {recipe.batch_size}, "
+          f"{recipe.schedule} schedule" + (f"; GLICO fit {recipe.fit_epochs} epochs, loss {recipe.model['loss']}, "
+                                           f"p {recipe.glico_p}" if glico_method and fitted is None else "")
+          + f"; on {args.device}", file=sys.stderr)
+    fit_extra = None
+    if glico_method and fitted is None:
+        spec = ModelSpec(image_shape=(c, h, w), num_classes=len(train.class_names), **recipe.model)
+        run = {"glico_version": __version__, "data": data_spec, "spc": spc, "seed": seed, "image_size": image_size,
+               "transductive": False, "class_names": list(train.class_names), "train_indices": chosen.tolist(),
+               "model": spec.to_dict(), "fit": {"epochs": recipe.fit_epochs, "batch_size": recipe.fit_batch_size,
+                                                "lr": 1e-3, "lr_codes": 1e-2, "device": args.device}}
+        run = json.loads(json.dumps(run))
+        fit_extra = {"spec": spec.to_dict(), "run": run}
+        (out / GLICO_RUN_DIR).mkdir(exist_ok=True)
+        (out / GLICO_RUN_DIR / "run.json").write_text(json.dumps(run, indent=2))
+    try:
+        model = train_final_classifier(train, args.method, recipe, seed=seed, device=args.device, test=data.test,
+                                       glico_model=fitted, work_dir=out, resume=args.resume,
+                                       progress=not args.quiet, fit_extra=fit_extra)
+    except (FitInterrupted, TrainInterrupted) as e:
+        what = "the GLICO fit" if isinstance(e, FitInterrupted) else "the classifier's training"
+        print(f"glico train: {what} was interrupted by {e.signal_name} after step {e.step} of {e.total_steps}; its "
+              f"state is saved in {e.checkpoint}.\nTo continue, run: {_resume_command(args)}", file=sys.stderr)
+        return 130
+    except NonFiniteLossError as e:
+        print(f"glico train: error: {e}", file=sys.stderr)
+        return 2
+    model.info.update({"data": data_spec, "spc": spc, "image_size": image_size,
+                       "glico_run": settings["run"] or (str(out / GLICO_RUN_DIR) if fit_extra else None)})
+    model.save(out)
+    if fit_extra is not None:
+        from glico.model import GLICO  # noqa: F401  (the fitted model is reloaded for its pictures)
+
+        glico_model, _ = load_run(out / GLICO_RUN_DIR)
+        _write_pictures(glico_model, out / GLICO_RUN_DIR, train.labels)
+    test = model.info.get("test")
+    score = (f"test top-1 {test['top1']:.2f} %, top-5 {test['top5']:.2f} % on {test['n']} images; "
+             if test else "")
+    print(f"trained in {model.info['seconds']:.0f} s ({model.info['steps']} steps); {score}model folder: {out} "
+          f"(model.json, weights.pt). Use it: glico predict --model {out} IMAGES_OR_FOLDERS")
+    return 0
+
+
+# ---------------------------------------------------------------------------------------- predict
+def cmd_predict(args) -> int:
+    from glico.classify import folder_accuracy, image_files, load_classifier, predict_files, write_predictions
+    from glico.training import resolve_device
+
+    resolve_device(args.device)
+    model = load_classifier(args.model, device=args.device)
+    files = image_files(args.paths)
+    if not files:
+        raise ValueError(f"no image files in {', '.join(map(str, args.paths))} (looked for files ending in "
+                         f".jpg, .png, ... in the folders given)")
+    fmt = args.format or ("jsonl" if args.out and args.out.endswith((".jsonl", ".ndjson")) else "csv")
+    rows = predict_files(model, files, top_k=args.top_k, batch_size=args.batch_size, progress=not args.quiet)
+    if args.out:
+        out = Path(args.out)
+        out.parent.mkdir(parents=True, exist_ok=True)
+        tmp = out.with_name(out.name + ".tmp")
+        with open(tmp, "w", newline="") as f:
+            write_predictions(rows, f, fmt)
+        os.replace(tmp, out)
+    else:
+        write_predictions(rows, sys.stdout, fmt)
+    bad = [r for r in rows if r["error"] is not None]
+    for r in bad[:10]:
+        print(f"glico predict: warning: could not read {r['file']}: {r['error']}", file=sys.stderr)
+    if len(bad) > 10:
+        print(f"glico predict: warning: ... and {len(bad) - 10} more unreadable files (their rows have the error)",
+              file=sys.stderr)
+    acc = folder_accuracy(rows, model.class_names)
+    where = f" to {args.out}" if args.out else ""
+    print(f"glico predict: {len(rows) - len(bad)} of {len(rows)} files classified{where}"
+          + (f"; {len(bad)} could not be read" if bad else "")
+          + (f". Files in folders named like a class: top-1 {acc['top1']:.2f} % ({acc['correct']} of {acc['n']})"
+             if acc else ""), file=sys.stderr)
+    return 0 if len(bad) < len(rows) else 2
+
+
+# ---------------------------------------------------------------------------------------- export
+def cmd_export(args) -> int:
+    from glico.classify import export_classifier, load_classifier
+
+    model = load_classifier(args.model)
+    default = {"torchscript": "model.torchscript.pt", "onnx": "model.onnx", "pt2": "model.pt2"}[args.format]
+    out = Path(args.out) if args.out else Path(args.model) / default
+    try:
+        result = export_classifier(model, out, args.format)
+    except ImportError as e:
+        print(f"glico export: error: {e}", file=sys.stderr)
+        return 2
+    check = (f"its logits match the eager model's within {result['max_abs_diff']:.2g} ({result['checked_with']})"
+             if result["checked_with"] else "not checked (onnxruntime is not installed)")
+    print(f"wrote {out} ({args.format}; input: float images (N, {model.in_channels}, {model.image_size}, "
+          f"{model.image_size}) in [0, 1], output: logits (N, {len(model.class_names)}), classes in the order of "
+          f"{Path(args.model) / 'model.json'}); {check}")
     return 0
 
 
@@ -406,6 +609,7 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--folder", action="store_true", help="write a folder of PNGs per class even if --out ends in an image suffix")
     s.add_argument("--seed", default=0, type=nonnegative_int)
     s.set_defaults(func=cmd_sample)
+    _add_model_parsers(sub)
     from glico.experiments.evaluate import add_evaluate_parser
 
     add_evaluate_parser(sub, lambda parser: _family_args(parser, "--glico-classifier", "classifier_f"))
@@ -418,6 +622,96 @@ def build_parser() -> argparse.ArgumentParser:
     for command in sub.choices.values():
         _show_defaults(command)
     return p
+
+
+def _add_model_parsers(sub) -> None:
+    """``glico train``, ``predict`` and ``export``."""
+    from glico.classify import EXPORT_FORMATS, RECIPES
+    from glico.experiments.downstream import PRECISIONS
+    from glico.experiments.evaluate import SCHEDULES, classifier_name
+    from glico.experiments.policies import policy_names
+
+    t = sub.add_parser(
+        "train", help="train the final classifier with GLICO augmentation on all labelled images; writes a model folder",
+        description="Fit GLICO on the labelled training images (or reuse a 'glico fit' run with --run), train the "
+                    "downstream classifier with the chosen augmentation on all of them, score it on the test split, "
+                    "and write a model folder for 'glico predict' and 'glico export'.",
+        epilog="example: glico train --data folder:my_images/ --out runs/final  then  glico predict --model "
+               "runs/final new_images/")
+    t.add_argument("--data", default=None, help="digits | cifar10:DIR | cifar100:DIR | cub:DIR | folder:PATH "
+                                                "(not needed with --run)")
+    t.add_argument("--out", required=True, help="model folder")
+    t.add_argument("--method", default="glico", choices=policy_names(),
+                   help="augmentation: glico, glico+autoaugment, baseline, ... (as glico evaluate's methods)")
+    t.add_argument("--spc", default=None, type=_spc_or_all,
+                   help="train on a seeded split of N images per class (as glico evaluate does) instead of all "
+                        "training images (default: all)")
+    t.add_argument("--seed", default=None, type=nonnegative_int,
+                   help="seeds the split, the fit, the classifier and every draw (default: 0)")
+    t.add_argument("--run", default=None, help="reuse the GLICO fit of this 'glico fit' run folder (and its data, "
+                                               "split and seed) instead of fitting")
+    t.add_argument("--recipe", default="auto", choices=("auto", *RECIPES),
+                   help="the defaults of the flags below: cpu (wrn-10-1, 16 epochs, batch 64, cosine, wd 5e-3; GLICO "
+                        "loss laplacian+pixel, 400 fit epochs, p 0.75; chosen on CIFAR-10 validation splits) or paper "
+                        "(wrn-28-10, 200 epochs, batch 128, step schedule, wd 5e-4; perceptual loss, 200 fit epochs, "
+                        "p 0.5); auto: paper on CUDA, cpu elsewhere")
+    r = t.add_argument_group("recipe (default: the --recipe's)")
+    r.add_argument("--classifier", default=None, type=classifier_name, help="downstream classifier")
+    r.add_argument("--epochs", default=None, type=_positive_int,
+                   help="epochs of the training set oversampled to 5000 images")
+    r.add_argument("--batch-size", default=None, type=_positive_int)
+    r.add_argument("--lr", default=None, type=positive_float)
+    r.add_argument("--weight-decay", default=None, type=nonnegative_float)
+    r.add_argument("--schedule", default=None, choices=SCHEDULES)
+    r.add_argument("--precision", default=None, choices=list(PRECISIONS))
+    r.add_argument("--glico-p", default=None, type=probability, help="GLICO replacement probability")
+    r.add_argument("--glico-t", default=None, type=unit_float_list, help="the set t is drawn from")
+    r.add_argument("--glico-refresh", default=None, type=_positive_int, metavar="K",
+                   help="a bank of GLICO images redrawn every K steps (default: fresh draws)")
+    r.add_argument("--fit-epochs", default=None, type=_positive_int, help="GLICO fit epochs")
+    t.add_argument("--image-size", default=None, type=_positive_int,
+                   help="resize the shorter side to this and centre-crop (needed for images that are not square "
+                        "or not all the same size)")
+    t.add_argument("--device", default="cpu", help="cpu | cuda | cuda:N")
+    t.add_argument("--resume", action="store_true",
+                   help="continue the interrupted training in --out (same command) from its saved state")
+    t.add_argument("--overwrite", action="store_true", help="replace the training already in --out")
+    t.add_argument("--quiet", action="store_true", help="no progress bars")
+    t.add_argument("--verbose", action="store_true", help="INFO log lines on the console (always in log.txt)")
+    _family_args(t, "--glico-classifier", "classifier_f")
+    t.set_defaults(loss=None, func=cmd_train, fit_parser=t)
+    for action in t._actions:
+        if action.dest == "loss":
+            action.help = "GLICO's reconstruction loss (default: the --recipe's: laplacian+pixel or perceptual)"
+
+    pr = sub.add_parser(
+        "predict", help="classify image files or folders with a model folder from 'glico train'",
+        description="Classify images with a model written by 'glico train'. Writes one row per file (CSV, or JSON "
+                    "lines): file, class, probability, the top-k classes, and the error for a file that could not "
+                    "be read (the others go on). Files inside folders named like a class are also scored.",
+        epilog="example: glico predict --model runs/final photos/ --out predictions.csv")
+    pr.add_argument("--model", required=True, help="model folder written by 'glico train --out'")
+    pr.add_argument("paths", nargs="+", help="image files and folders (searched recursively)")
+    pr.add_argument("--out", default=None, help="file for the predictions (default: standard output)")
+    pr.add_argument("--format", default=None, choices=("csv", "jsonl"),
+                    help="csv or jsonl (default: jsonl for an --out ending in .jsonl, else csv)")
+    pr.add_argument("--top-k", default=3, type=_positive_int, help="classes listed per file")
+    pr.add_argument("--batch-size", default=256, type=_positive_int)
+    pr.add_argument("--device", default="cpu", help="cpu | cuda | cuda:N")
+    pr.add_argument("--quiet", action="store_true", help="no progress bar")
+    pr.set_defaults(func=cmd_predict)
+
+    ex = sub.add_parser(
+        "export", help="export a model folder's classifier (TorchScript, ONNX or torch.export), checked against the eager model",
+        description="Export the classifier of a 'glico train' model folder for serving. The exported network takes "
+                    "float images (N, C, S, S) in [0, 1] (resize and crop as model.json says) and returns logits; "
+                    "its outputs are compared with the eager model's before the command succeeds.",
+        epilog="example: glico export --model runs/final --format onnx")
+    ex.add_argument("--model", required=True, help="model folder written by 'glico train --out'")
+    ex.add_argument("--format", default="torchscript", choices=EXPORT_FORMATS)
+    ex.add_argument("--out", default=None,
+                    help="the exported file (default: MODEL/model.torchscript.pt, MODEL/model.onnx or MODEL/model.pt2)")
+    ex.set_defaults(func=cmd_export)
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -222,7 +222,11 @@ def build_loss(spec: ModelSpec):
 def build_model(spec: ModelSpec) -> GLICO:
     """Compose the GLICO model that ``spec`` names."""
     if spec.image_shape[1] != spec.image_shape[2]:
-        raise ValueError(f"images must be square for the DCGAN generator; got {spec.image_shape}")
+        c, h, w = spec.image_shape
+        raise ValueError(f"images must be square for the DCGAN generator; got {w}x{h} (width x height). Pass "
+                         f"--image-size N on the command line (image_size=N to glico.data.load_data) to resize "
+                         f"each image's shorter side to N and centre-crop a square, N a power of two such as "
+                         f"{max(8, min(256, 1 << (min(h, w).bit_length() - 1)))}")
     noise = resolve("noise", spec.noise)(spec)
     return GLICO(
         image_shape=spec.image_shape,

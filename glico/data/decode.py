@@ -16,6 +16,7 @@ import hashlib
 import io
 import logging
 import os
+import re
 import tempfile
 import warnings
 from collections.abc import Sequence
@@ -95,7 +96,15 @@ def decode_bytes(data: bytes, source: str | Path = "<bytes>") -> torch.Tensor:
     try:
         return _decode_with_pil(data)
     except Exception as exc:  # PIL raises many types (UnidentifiedImageError, OSError, SyntaxError, ...)
-        raise DataError(f"could not decode image file {source} ({type(exc).__name__}: {exc})") from exc
+        # PIL names the in-memory buffer ("cannot identify image file <_io.BytesIO object at 0x...>"): say
+        # what the file's start looks like instead, which is what tells a user why.
+        why = re.sub(r"\s*<_io\.BytesIO object at 0x[0-9a-f]+>", "", str(exc)).strip(" :")
+        head = data[:8]
+        kind = ("it is empty" if not data else
+                "it starts with text, not image data" if all(32 <= b < 127 or b in (9, 10, 13) for b in head) else
+                f"it starts with the bytes {head.hex(' ')}")
+        raise DataError(f"could not decode image file {source}: {why or type(exc).__name__} ({kind}; readable "
+                        f"formats: JPEG, PNG, GIF, WebP, BMP, TIFF, PNM)") from exc
 
 
 def decode_file(path: str | Path) -> torch.Tensor:

@@ -310,7 +310,8 @@ def optimizer_text(schedule: str, weight_decay: float) -> str:
 
 def fit_glico(model: Mapping[str, Any], train, *, seed: int, epochs: int, batch_size: int = 128, device: str = "cpu",
               unlabeled: torch.Tensor | None = None, progress: bool = True, samples_png: Path | None = None,
-              cache_dir: Path | None = None):
+              cache_dir: Path | None = None, checkpoint: Path | None = None, resume: bool = False,
+              checkpoint_extra: dict[str, Any] | None = None):
     """Compose the GLICO model named by ``model`` (fields of :class:`glico.names.ModelSpec` without
     image_shape / num_classes) for ``train`` and fit it on that split.
 
@@ -329,6 +330,8 @@ def fit_glico(model: Mapping[str, Any], train, *, seed: int, epochs: int, batch_
             load it from there instead of fitting when it is already there. The fit is deterministic on
             CPU for a given torch build, so a cached model is the one the fit would make there; different
             settings (or glico / torch versions, or a replaced weights file) never share a file.
+        checkpoint: write the fit's checkpoint (:class:`glico.training.FitConfig`'s) to this file, with
+            ``checkpoint_extra``; ``resume=True`` continues the fit saved there (a finished one is loaded).
 
     Returns:
         ``(model, info)``: the fitted :class:`glico.model.GLICO` and plain data about the fit (seconds,
@@ -357,8 +360,10 @@ def fit_glico(model: Mapping[str, Any], train, *, seed: int, epochs: int, batch_
         log.info("loaded the GLICO fit from %s", cached)
     else:
         t0 = time.perf_counter()
+        ckpt = {} if checkpoint is None else {"checkpoint": str(checkpoint), "resume": resume}
         hist = fit(glico_model, train.images, train.labels, unlabeled=unlabeled,
-                   config=FitConfig(epochs=epochs, batch_size=batch_size, seed=seed, device=device, progress=progress))
+                   config=FitConfig(epochs=epochs, batch_size=batch_size, seed=seed, device=device, progress=progress,
+                                    **ckpt), checkpoint_extra=checkpoint_extra)
         info = {"seconds": round(time.perf_counter() - t0, 1), "reconstruction_last": hist.reconstruction[-1]}
         if unlabeled is not None:
             info["n_unlabeled"] = int(unlabeled.shape[0])
