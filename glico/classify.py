@@ -585,7 +585,7 @@ def export_classifier(model: TrainedClassifier, path: str | os.PathLike, fmt: st
         batch_dim = torch.export.Dim("batch", min=1)
         torch.onnx.export(net, (x,), str(path), input_names=["images"], output_names=["logits"],
                           dynamic_shapes={_forward_arg(net): {0: batch_dim}},
-                          dynamo=True, verbose=False)
+                          dynamo=True, external_data=False, verbose=False)  # one file, weights inside
         try:
             import onnxruntime as ort
         except ImportError:
