@@ -7,6 +7,7 @@ partner draw, the generator; nothing waits on the host.
 """
 from __future__ import annotations
 
+import warnings
 from contextlib import contextmanager
 from typing import Sequence
 
@@ -29,7 +30,10 @@ class GLICOAugmenter:
         model: a fitted GLICO model; its code table rows are the training set's examples.
         p: replacement probability per example (paper: 0.5).
         seed: seeds the coin flips and the sampling; successive calls use successive seeds.
-        check_inputs: validate every batch against the image contract (costs one host sync per call).
+        check_inputs: validate every batch against the image contract and check ``idx`` against the code
+            table on every call on every device (costs host syncs). Without it, ``idx`` is still checked
+            cheaply: its dtype and shape always, its range on the CPU (a device-side assert on GPUs), and
+            on the first call whether it looks like class labels (a warning).
         t_values: the set t is drawn from (default: the model's, the paper's {0.1, 0.2, 0.3, 0.4}).
         only_replaced: run the generator on the replaced examples only (about a fraction ``p`` of the
             batch) instead of the whole batch. The draws are the same either way and the generator runs
@@ -68,7 +72,9 @@ class GLICOAugmenter:
 
         Args:
             images: the batch, in [0, 1].
-            idx: each example's row in the model's code table (its index in the training set).
+            idx: each example's row in the model's code table, that is its position in the images the
+                model was fitted on (int64), **not** its class label: the new image of example ``i`` is
+                drawn between ``idx[i]``'s code and another code of that row's class.
 
         Returns:
             The batch with some examples replaced, in [0, 1]; same shape, dtype and device.
@@ -78,10 +84,15 @@ class GLICOAugmenter:
         """
         if self.check_inputs:
             check_images(images, "images")
+        if not isinstance(idx, torch.Tensor) or idx.dtype in (torch.bool,) or idx.is_floating_point() \
+                or idx.is_complex():
+            got = f"dtype {idx.dtype}" if isinstance(idx, torch.Tensor) else type(idx).__name__
+            raise TypeError(f"idx must be an integer tensor of training-set rows (int64); got {got}")
         if idx.shape != images.shape[:1]:
             raise ValueError(f"idx must have shape (B,) = ({images.shape[0]},); got {tuple(idx.shape)}")
         if self.p == 0.0:
             return images
+        self._check_rows(idx)
         call, self._calls = self._calls, self._calls + 1
         seed = self.seed + 1_000_003 * call
         # The coin flips and the sampler read separate streams: with one stream the partner would be a
@@ -108,6 +119,24 @@ class GLICOAugmenter:
             if rows.numel():
                 out[rows] = generator(inputs[rows.to(inputs.device)]).to(images.device, images.dtype)
             return out
+
+    def _check_rows(self, idx: torch.Tensor) -> None:
+        """``idx`` names rows of the code table; on the first call, warn when it looks like class labels."""
+        n = self.model.codes.weight.shape[0]
+        full = self.check_inputs or idx.device.type == "cpu" or not self._calls
+        if full and idx.numel():
+            lo, hi = int(idx.min()), int(idx.max())
+            if lo < 0 or hi >= n:
+                raise ValueError(f"idx must hold rows of the code table, 0..{n - 1} (positions in the {n} images "
+                                 f"the model was fitted on); got values in {lo}..{hi}")
+            k = self.model.num_classes
+            if not self._calls and n > k and hi < k and idx.numel() > k and idx.unique().numel() < idx.numel():
+                warnings.warn(f"GLICOAugmenter: idx holds only values below the number of classes ({k}), with "
+                              f"repeats: it looks like class labels. idx must be each example's row in the "
+                              f"training set (0..{n - 1}); with labels, examples are replaced by images of other "
+                              f"classes", stacklevel=3)
+        elif idx.numel():
+            torch._assert_async(((idx >= 0) & (idx < n)).all())
 
     def state_dict(self) -> dict[str, int]:
         """What the next call's draws depend on besides the model: the number of calls made so far."""

@@ -176,3 +176,40 @@ def check_composition(payload: dict[str, Any], model, path: str | os.PathLike) -
     if diff:
         lines = "; ".join(f"{k}: checkpoint has {a}, model has {b}" for k, (a, b) in sorted(diff.items()))
         raise ValueError(f"checkpoint {path} was written by a differently composed GLICO model ({lines})")
+
+
+def load_run(run: str | os.PathLike, device: str | torch.device = "cpu", full_loss: bool = False):
+    """Rebuild the model of a run folder written by ``glico fit`` (or the ``glico/`` folder of ``glico train``)
+    and load its checkpoint.
+
+    Args:
+        run: the run folder, or its checkpoint.pt.
+        device: where to put the model.
+        full_loss: build the run's own reconstruction loss and code initialisation (which may need their
+            weights files, e.g. ImageNet VGG-16), to fit further in Python. By default they are replaced by
+            a pixel loss and a random init: neither is part of what was learned, and sampling,
+            interpolating and augmenting do not use them.
+
+    Returns:
+        ``(model, payload)``: the fitted :class:`glico.GLICO` in eval mode, and the checkpoint's contents
+        (``payload["extra"]["run"]`` is run.json's: data, split, seed, class names).
+
+    Raises:
+        FileNotFoundError: no checkpoint.pt there.
+        ValueError: a checkpoint not written by ``glico fit`` (no model spec).
+    """
+    from glico.names import ModelSpec, build_model
+
+    run = Path(run)
+    ckpt = run / "checkpoint.pt" if run.is_dir() else run
+    if not ckpt.exists():
+        raise FileNotFoundError(f"no checkpoint.pt in {run}: pass the folder written by 'glico fit --out RUN'")
+    payload = read_checkpoint(ckpt)
+    if "spec" not in payload["extra"]:
+        raise ValueError(f"{ckpt} has no model spec (it was not written by 'glico fit'); load it in Python with GLICO.load")
+    spec = ModelSpec.from_dict(payload["extra"]["spec"])
+    if not full_loss:
+        spec = ModelSpec.from_dict({**spec.to_dict(), "loss": "pixel", "init": "random"})
+    model = build_model(spec)
+    load_model_state(model, payload["model"])
+    return model.to(device).eval(), payload

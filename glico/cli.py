@@ -211,6 +211,8 @@ def cmd_fit(args) -> int:
     except NonFiniteLossError as e:
         print(f"glico fit: error: {e}", file=sys.stderr)
         return 2
+    if args.resume:  # the budget may have been extended; written once the fit accepted it
+        (out / "run.json").write_text(json.dumps(run, indent=2))
     _write_pictures(model.cpu(), out, train.labels)
     plot_losses(history, out / "losses.png")
     (out / "history.json").write_text(json.dumps(history.__dict__, indent=2))
@@ -226,7 +228,7 @@ RUN_FILES = ("checkpoint.pt", "run.json", "history.json", "samples.png", "recons
 
 
 # Entries of run.json that may change between an interrupted fit and its resume.
-_RESUME_FREE = {"glico_version", "fit.device"}
+_RESUME_FREE = {"glico_version", "fit.device", "fit.epochs"}  # fit.epochs: the fit loop judges an extension
 
 
 def _run_differences(saved: dict, now: dict, prefix: str = "") -> list[str]:
@@ -267,24 +269,7 @@ def _resume_command(args) -> str:
     return shlex.join(parts + ["--resume"])
 
 
-def load_run(run: str | Path, device: str = "cpu"):
-    """Rebuild the model of a run folder written by ``glico fit`` and load its checkpoint."""
-    from glico.checkpoint import read_checkpoint
-
-    run = Path(run)
-    ckpt = run / "checkpoint.pt" if run.is_dir() else run
-    if not ckpt.exists():
-        raise FileNotFoundError(f"no checkpoint.pt in {run}: pass the folder written by 'glico fit --out RUN'")
-    payload = read_checkpoint(ckpt)
-    if "spec" not in payload["extra"]:
-        raise ValueError(f"{ckpt} has no model spec (it was not written by 'glico fit'); load it in Python with GLICO.load")
-    spec = ModelSpec.from_dict(payload["extra"]["spec"])
-    # The learned state is loaded from the checkpoint; a frozen loss backbone is not needed to sample.
-    model = build_model(ModelSpec.from_dict({**spec.to_dict(), "loss": "pixel", "init": "random"}))
-    from glico.checkpoint import load_model_state
-
-    load_model_state(model, payload["model"])
-    return model.to(device).eval(), payload
+from glico.checkpoint import load_run  # noqa: E402  (re-exported: the CLI's run loader lives there)
 
 
 # ---------------------------------------------------------------------------------------- sample

@@ -354,6 +354,17 @@ class GLICO(nn.Module):
         self._require_fitted()
         return save_checkpoint(path, self, extra)
 
+    @classmethod
+    def from_run(cls, run, device: str | torch.device = "cpu", full_loss: bool = False) -> "GLICO":
+        """The fitted model of a ``glico fit`` run folder (composition from its checkpoint's spec).
+
+        ``GLICO.from_run("runs/mine").sample([0, 1])``. The reconstruction loss is a pixel loss unless
+        ``full_loss=True`` (:func:`glico.checkpoint.load_run`, which also returns run.json's data).
+        """
+        from glico.checkpoint import load_run
+
+        return load_run(run, device=device, full_loss=full_loss)[0]
+
     def load(self, path) -> dict[str, Any]:
         """Load a checkpoint written by :meth:`save` into this model (which must be composed of the
         same parts; otherwise a ValueError says what differs). Returns the checkpoint's ``extra``."""

@@ -304,6 +304,15 @@ def fit(
         opt_codes.load_state_dict(trainer["optimizer_codes"])
         for s, state in zip(scheds, trainer["schedulers"], strict=True):
             s.load_state_dict(state)
+        if trainer.get("restart_schedule"):
+            # Extending a finished cosine fit: a new cycle from the base learning rates over the added steps.
+            for o in (opt, opt_codes):
+                for group in o.param_groups:
+                    group["lr"] = group["initial_lr"]
+            scheds = [torch.optim.lr_scheduler.CosineAnnealingLR(o, total_steps - int(trainer["step"]))
+                      for o in (opt, opt_codes)]
+            log.info("extending the finished fit from step %d to %d: a new cosine cycle over the added steps",
+                     int(trainer["step"]), total_steps)
         g.set_state(trainer["shuffle_rng"])
         noise_gen.set_state(trainer["noise_rng"])
         torch.set_rng_state(trainer["torch_rng"])
@@ -487,7 +496,22 @@ def _load_for_resume(model: GLICO, config: FitConfig, fingerprint: str, device: 
     check_composition(payload, model, path)
     saved = payload["extra"].get("fit_config", {})
     mine = _plain(config)
-    diff = [f"{k}: checkpoint has {saved.get(k)!r}, now {mine[k]!r}" for k in TRAJECTORY_SETTINGS if saved.get(k) != mine[k]]
+    # A changed budget: without a schedule the trajectory does not depend on it, so the fit may be extended
+    # (or resumed with a budget it has not passed yet) and becomes the fit that had the new budget from the
+    # start. With the cosine schedule only a finished fit may be extended: a new cosine cycle from the base
+    # learning rates over the added steps (a warm restart), which is not the longer fit from scratch.
+    step_done, saved_total = int(trainer["step"]), trainer.get("total_steps")
+    budget_changed = saved.get("epochs") != mine["epochs"]
+    plain_extension = budget_changed and not mine["cosine"] and step_done <= total_steps
+    cosine_extension = (budget_changed and mine["cosine"] and step_done == saved_total
+                        and total_steps > step_done)
+    diff = [f"{k}: checkpoint has {saved.get(k)!r}, now {mine[k]!r}" for k in TRAJECTORY_SETTINGS
+            if saved.get(k) != mine[k] and not (k == "epochs" and (plain_extension or cosine_extension))]
+    if budget_changed and not (plain_extension or cosine_extension):
+        diff.append(f"a budget of {total_steps} steps cannot continue this fit at step {step_done} of {saved_total}: "
+                    f"a fit can be extended beyond the steps it has done, and with the cosine schedule only once "
+                    f"it has finished")
+    trainer = {**trainer, "restart_schedule": cosine_extension}
     if "objective" in trainer and trainer["objective"] != _objective(model):  # absent before glico 0.3
         diff.append(f"objective: checkpoint fitted with {trainer['objective']}, now {_objective(model)}")
     if trainer.get("device_type") != device.type:
@@ -495,8 +519,8 @@ def _load_for_resume(model: GLICO, config: FitConfig, fingerprint: str, device: 
     if trainer.get("n_images") != _fingerprint_n(fingerprint) or trainer.get("data") != fingerprint:
         diff.append(f"training data: the checkpoint was fitted on other images or labels "
                     f"({trainer.get('n_images')} images then, {_fingerprint_n(fingerprint)} now)")
-    if not diff and trainer.get("total_steps") != total_steps:
-        diff.append(f"total steps: checkpoint {trainer.get('total_steps')}, now {total_steps}")
+    if not diff and not budget_changed and saved_total != total_steps:
+        diff.append(f"total steps: checkpoint {saved_total}, now {total_steps}")
     if diff:
         raise ValueError(f"cannot resume from {path}: this fit differs from the checkpointed one ({'; '.join(diff)}). "
                          f"Resume with the original settings, or start a new fit without resume")

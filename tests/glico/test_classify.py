@@ -251,6 +251,9 @@ def test_images_that_are_not_square_get_an_error_naming_image_size(tmp_path, cap
     assert "--image-size N" in capsys.readouterr().err
     assert main(["train", "--data", f"folder:{wide}", "--out", str(tmp_path / "t"), *FAST]) == 2
     assert "--image-size N" in capsys.readouterr().err
+    assert main(["evaluate", "--data", f"folder:{wide}", "--spc", "2", "--seeds", "0", "--methods", "glico",
+                 "--out", str(tmp_path / "e"), *FAST]) == 2
+    assert "--image-size N" in capsys.readouterr().err
     assert main(["train", "--data", f"folder:{wide}", "--out", str(tmp_path / "t2"), "--image-size", "8", *FAST]) == 0
 
 

@@ -331,13 +331,55 @@ def interrupted_ckpt(data, tmp_path_factory):
     [
         (dict(lr=2e-3), r"lr: checkpoint has 0\.001, now 0\.002"),
         (dict(seed=4), "seed: checkpoint has 3, now 4"),
-        (dict(epochs=7, batch_size=4), "epochs: checkpoint has 6, now 7; batch_size: checkpoint has 5, now 4"),
+        (dict(epochs=7, batch_size=4), "batch_size: checkpoint has 5, now 4"),
         (dict(cosine=False), "cosine"),
     ],
 )
 def test_resume_with_other_settings_names_them(change, match, data, interrupted_ckpt):
     with pytest.raises(ValueError, match=match):
         fit(_model(), *data, config=FitConfig(**{**BASE, **change}, checkpoint=interrupted_ckpt, resume=True))
+
+
+def test_a_fit_without_schedule_extended_on_resume_is_the_longer_fit(data, tmp_path):
+    """Without the cosine schedule nothing depends on the budget: 2 epochs, then resumed with 5, is the
+    5-epoch fit bit for bit."""
+    plain = {**BASE, "cosine": False}
+    longer = _model()
+    fit(longer, *data, config=FitConfig(**{**plain, "epochs": 5}))
+    ckpt = str(tmp_path / "c.pt")
+    fit(_model(), *data, config=FitConfig(**{**plain, "epochs": 2}, checkpoint=ckpt))
+    extended = _model()
+    hist = fit(extended, *data, config=FitConfig(**{**plain, "epochs": 5}, checkpoint=ckpt, resume=True))
+    assert hist.resumed_from == 2 * STEPS_PER_EPOCH and hist.step[-1] == 5 * STEPS_PER_EPOCH
+    for (k, a), b in zip(_learned(longer).items(), _learned(extended).values()):
+        torch.testing.assert_close(b, a, rtol=0, atol=0, msg=k)
+    with pytest.raises(ValueError, match="cannot continue this fit at step 15"):  # below the steps done
+        fit(_model(), *data, config=FitConfig(**{**plain, "epochs": 4}, checkpoint=ckpt, resume=True))
+
+
+def test_a_finished_cosine_fit_is_extended_by_a_new_cycle(data, interrupted_ckpt, tmp_path):
+    import shutil
+
+    ckpt = str(tmp_path / "c.pt")
+    shutil.copy(interrupted_ckpt, ckpt)  # a finished 6-epoch (18-step) cosine fit
+    before = read_checkpoint(ckpt)["extra"]["trainer"]
+    assert before["step"] == TOTAL and before["optimizer"]["param_groups"][0]["lr"] < 1e-5
+    hist = fit(_model(), *data, config=FitConfig(**{**BASE, "epochs": 8}, checkpoint=ckpt, resume=True))
+    assert hist.resumed_from == TOTAL and hist.step[-1] == 8 * STEPS_PER_EPOCH
+    after = read_checkpoint(ckpt)["extra"]["trainer"]
+    added = 2 * STEPS_PER_EPOCH
+    assert [s["T_max"] for s in after["schedulers"]] == [added, added]  # one cosine cycle over the added steps
+    assert all(s["last_epoch"] == added for s in after["schedulers"])
+    assert after["optimizer"]["param_groups"][0]["initial_lr"] == BASE.get("lr", FitConfig.lr)
+
+
+def test_an_unfinished_cosine_fit_cannot_change_its_budget(data, tmp_path):
+    ckpt = str(tmp_path / "c.pt")
+    with pytest.raises(FitInterrupted):
+        fit(_model(), *data, config=FitConfig(**BASE, checkpoint=ckpt),
+            on_log=lambda step, _: os.kill(os.getpid(), signal.SIGINT))
+    with pytest.raises(ValueError, match="only once it has finished"):
+        fit(_model(), *data, config=FitConfig(**{**BASE, "epochs": 8}, checkpoint=ckpt, resume=True))
 
 
 def test_resume_with_other_data_or_composition_is_refused(data, interrupted_ckpt):
