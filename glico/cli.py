@@ -149,7 +149,7 @@ def cmd_fit(args) -> int:
     Exit codes: 0 done; 2 an error (bad input, a non-finite loss, a refused resume); 130 stopped by
     SIGINT/SIGTERM after writing a checkpoint (the message says how to resume).
     """
-    from glico.data import load_data, small_sample_split
+    from glico.data import load_data
     from glico.training import FitConfig, FitInterrupted, NonFiniteLossError, fit, resolve_device
     from glico.viz import plot_losses
 
@@ -174,17 +174,17 @@ def cmd_fit(args) -> int:
     out.mkdir(parents=True, exist_ok=True)
     _setup_logging(out / "log.txt", verbose=args.verbose)
     torch.manual_seed(args.seed)  # the model's initial weights: the same seed gives the same run
-    data = load_data(args.data, image_size=args.image_size)
-    train, chosen = small_sample_split(data.train, args.spc, args.seed)
+    data = load_data(args.data, image_size=args.image_size, test_fraction=args.test_fraction)
+    train, chosen = _training_images(data, args.spc, args.seed)
     spec = _spec_from_args(args, train.images.shape[1:], len(data.train.class_names))
     model = build_model(spec)
-    unlabeled = data.test.images if args.transductive else None
+    unlabeled = data.require_test("glico fit --transductive").images if args.transductive else None
     cfg = FitConfig(epochs=args.epochs, batch_size=args.batch_size, lr=args.lr, lr_codes=args.lr_codes, seed=args.seed,
                     device=args.device, checkpoint=str(ckpt), checkpoint_every=args.checkpoint_every,
                     checkpoint_minutes=args.checkpoint_minutes, resume=args.resume, deterministic=args.deterministic,
                     progress=not args.quiet)
     run = {"glico_version": __version__, "data": args.data, "spc": args.spc, "seed": args.seed,
-           "image_size": args.image_size, "transductive": args.transductive, "class_names": list(data.train.class_names),
+           "image_size": args.image_size, "test_fraction": args.test_fraction, "transductive": args.transductive, "class_names": list(data.train.class_names),
            "train_indices": chosen.tolist(), "model": spec.to_dict(), "fit": {"epochs": args.epochs, "batch_size": args.batch_size,
            "lr": args.lr, "lr_codes": args.lr_codes, "device": args.device}}
     run = json.loads(json.dumps(run))  # as it reads back from run.json
@@ -200,7 +200,7 @@ def cmd_fit(args) -> int:
         for f in RUN_FILES:
             (out / f).unlink(missing_ok=True)
         (out / "run.json").write_text(json.dumps(run, indent=2))
-        log.info("fitting %s on %s, %d per class", spec, args.data, args.spc)
+        log.info("fitting %s on %s, %s per class", spec, args.data, args.spc)
     try:
         history = fit(model, train.images, train.labels, unlabeled=unlabeled, config=cfg,
                       checkpoint_extra={"spec": spec.to_dict(), "run": run})
@@ -318,17 +318,27 @@ def cmd_sample(args) -> int:
 TRAIN_FILES = ("model.json", "weights.pt", "train.json", "train-state.pt")
 
 
-def _spc_or_all(text: str) -> int | None:
+def _spc_or_all(text: str) -> int | str:
+    """``--spc``: a number of images per class, or ``all`` (every training image, classes of any size)."""
     if text == "all":
-        return None
+        return "all"
     return _positive_int(text)
+
+
+def _training_images(data, spc: int | str, seed: int):
+    """``(images, their indices in data.train)``: a seeded split of ``spc`` per class, or all of them."""
+    from glico.data import small_sample_split
+
+    if spc == "all":
+        return data.train, torch.arange(len(data.train))
+    return small_sample_split(data.train, spc, seed)
 
 
 def cmd_train(args) -> int:
     """``glico train``: fit GLICO (or reuse ``--run``), train the final classifier on all the labelled
     images with the chosen augmentation, write a model folder. Exit codes as ``glico fit``."""
     from glico.classify import GLICO_RUN_DIR, MODEL_JSON, TRAIN_STATE, recipe_for, train_final_classifier
-    from glico.data import load_data, small_sample_split
+    from glico.data import load_data
     from glico.experiments.downstream import TrainInterrupted, resolve_precision
     from glico.experiments.evaluate import GLICO_METHODS, model_fields_from_args
     from glico.training import FitInterrupted, NonFiniteLossError, resolve_device
@@ -336,7 +346,8 @@ def cmd_train(args) -> int:
     resolve_device(args.device)
     out = Path(args.out)
     glico_method = args.method in GLICO_METHODS
-    data_spec, spc, image_size, fitted = args.data, args.spc, args.image_size, None
+    data_spec, image_size, test_fraction, fitted = args.data, args.image_size, args.test_fraction, None
+    spc = "all" if args.spc is None else args.spc
     seed = 0 if args.seed is None else args.seed
     if args.run is not None:
         if not glico_method:
@@ -351,6 +362,7 @@ def cmd_train(args) -> int:
                 raise ValueError(f"{flag} {mine} differs from the fit in {args.run} ({theirs!r}); --run trains on "
                                  f"the fit's own split: leave {flag} out")
         data_spec, spc, seed, image_size = run.get("data"), run.get("spc"), run.get("seed"), run.get("image_size")
+        test_fraction = run.get("test_fraction") if args.test_fraction is None else args.test_fraction
         if run.get("transductive"):
             raise ValueError(f"{args.run} is a transductive fit (it also reconstructed the test images); glico train "
                              f"scores on the test set, so it needs a fit of the training images only")
@@ -369,6 +381,7 @@ def cmd_train(args) -> int:
     recipe = recipe_for(args.recipe, args.device, **overrides, model={**recipe.model, **fields})
     resolve_precision(recipe.precision, args.device)
     settings = {"glico_version": __version__, "data": data_spec, "spc": spc, "seed": seed, "image_size": image_size,
+                "test_fraction": test_fraction,
                 "method": args.method, "run": None if args.run is None else str(Path(args.run).resolve()),
                 "recipe": recipe.to_dict(), "device": args.device}
     settings = json.loads(json.dumps(settings))
@@ -394,11 +407,8 @@ def cmd_train(args) -> int:
               f"(wrn-10-1) is the CPU-sized recipe", file=sys.stderr)
     out.mkdir(parents=True, exist_ok=True)
     _setup_logging(out / "log.txt", verbose=args.verbose)
-    data = load_data(data_spec, image_size=image_size)
-    if spc is None:
-        train, chosen = data.train, torch.arange(len(data.train))
-    else:
-        train, chosen = small_sample_split(data.train, spc, seed)
+    data = load_data(data_spec, image_size=image_size, test_fraction=test_fraction)
+    train, chosen = _training_images(data, spc, seed)
     if fitted is not None and len(fitted.labels) < len(train):
         raise ValueError(f"the fit in {args.run} has {len(fitted.labels)} codes but its split has {len(train)} images")
     if not args.resume:
@@ -421,7 +431,7 @@ def cmd_train(args) -> int:
     if glico_method and fitted is None:
         spec = ModelSpec(image_shape=(c, h, w), num_classes=len(train.class_names), **recipe.model)
         run = {"glico_version": __version__, "data": data_spec, "spc": spc, "seed": seed, "image_size": image_size,
-               "transductive": False, "class_names": list(train.class_names), "train_indices": chosen.tolist(),
+               "test_fraction": test_fraction, "transductive": False, "class_names": list(train.class_names), "train_indices": chosen.tolist(),
                "model": spec.to_dict(), "fit": {"epochs": recipe.fit_epochs, "batch_size": recipe.fit_batch_size,
                                                 "lr": 1e-3, "lr_codes": 1e-2, "device": args.device}}
         run = json.loads(json.dumps(run))
@@ -429,6 +439,9 @@ def cmd_train(args) -> int:
         (out / GLICO_RUN_DIR).mkdir(exist_ok=True)
         (out / GLICO_RUN_DIR / "run.json").write_text(json.dumps(run, indent=2))
     try:
+        if data.test is None:
+            print("glico train: note: the data have no test split, so the classifier is not scored (give "
+                  "--test-fraction F to hold out a seeded share F of each class)", file=sys.stderr)
         model = train_final_classifier(train, args.method, recipe, seed=seed, device=args.device, test=data.test,
                                        glico_model=fitted, work_dir=out, resume=args.resume,
                                        progress=not args.quiet, fit_extra=fit_extra)
@@ -440,7 +453,7 @@ def cmd_train(args) -> int:
     except NonFiniteLossError as e:
         print(f"glico train: error: {e}", file=sys.stderr)
         return 2
-    model.info.update({"data": data_spec, "spc": spc, "image_size": image_size,
+    model.info.update({"data": data_spec, "spc": spc, "image_size": image_size, "test_fraction": test_fraction,
                        "glico_run": settings["run"] or (str(out / GLICO_RUN_DIR) if fit_extra else None)})
     model.save(out)
     if fit_extra is not None:
@@ -522,7 +535,7 @@ def build_parser() -> argparse.ArgumentParser:
     sub = p.add_subparsers(dest="command", required=True)
 
     from glico.experiments.demo import DemoConfig
-    from glico.experiments.evaluate import SCHEDULES, classifier_name
+    from glico.experiments.evaluate import SCHEDULES, add_test_fraction_flag, classifier_name
 
     d = sub.add_parser("demo", help="GLICO against the baseline on scikit-learn's digits, over seeds 0, 1, 2 (CPU, minutes)")
     d.add_argument("--out", default="glico-demo", help="folder for report.json and the pictures (default: glico-demo)")
@@ -561,7 +574,8 @@ def build_parser() -> argparse.ArgumentParser:
 
     f = sub.add_parser("fit", help="fit GLICO on a small labelled sample; writes a run folder")
     f.add_argument("--data", required=True, help="digits | cifar10:DIR | cifar100:DIR | cub:DIR | folder:PATH")
-    f.add_argument("--spc", required=True, type=_positive_int, help="labelled images per class")
+    f.add_argument("--spc", required=True, type=_spc_or_all,
+                   help="labelled images per class (a seeded split), or 'all' for every training image")
     f.add_argument("--seed", default=0, type=nonnegative_int)
     f.add_argument("--out", required=True, help="run folder")
     f.add_argument("--epochs", default=200, type=_positive_int)
@@ -571,6 +585,7 @@ def build_parser() -> argparse.ArgumentParser:
     f.add_argument("--device", default="cpu", help="cpu | cuda | cuda:N")
     f.add_argument("--image-size", default=None, type=_positive_int, help="resize images to this size (a power of two)")
     f.add_argument("--transductive", action="store_true", help="also reconstruct the (unlabelled) test images")
+    add_test_fraction_flag(f)
     f.add_argument("--checkpoint-every", default=0, type=nonnegative_int,
                    help="steps between checkpoints (0: none by step count); one is also written at the end and on Ctrl-C")
     f.add_argument("--checkpoint-minutes", default=10.0, type=nonnegative_float,
@@ -613,7 +628,7 @@ def _add_model_parsers(sub) -> None:
     """``glico train``, ``predict`` and ``export``."""
     from glico.classify import EXPORT_FORMATS, RECIPES
     from glico.experiments.downstream import PRECISIONS
-    from glico.experiments.evaluate import SCHEDULES, classifier_name
+    from glico.experiments.evaluate import SCHEDULES, add_test_fraction_flag, classifier_name
     from glico.experiments.policies import policy_names
 
     t = sub.add_parser(
@@ -657,6 +672,7 @@ def _add_model_parsers(sub) -> None:
     t.add_argument("--image-size", default=None, type=_positive_int,
                    help="resize the shorter side to this and centre-crop (needed for images that are not square "
                         "or not all the same size)")
+    add_test_fraction_flag(t)
     t.add_argument("--device", default="cpu", help="cpu | cuda | cuda:N")
     t.add_argument("--resume", action="store_true",
                    help="continue the interrupted training in --out (same command) from its saved state")

@@ -15,7 +15,7 @@ from glico.data.cub import load_cub
 from glico.data.digits import load_digits
 from glico.data.folder import load_image_folder
 from glico.data.spec import DATA_SCHEMES, load_data
-from glico.data.splits import small_sample_split, stratified_subsample, validation_split
+from glico.data.splits import holdout_split, small_sample_split, stratified_subsample, validation_split
 from glico.data.types import DataError, Dataset, ImageSet, MissingDataError
 
 __all__ = [
@@ -26,6 +26,7 @@ __all__ = [
     "MissingDataError",
     "default_cache_dir",
     "extract_archive",
+    "holdout_split",
     "load_cifar10",
     "load_cifar100",
     "load_cub",

@@ -84,6 +84,29 @@ def find_split_root(folder: Path, origin: Path | None = None) -> Path:
     )
 
 
+def find_root(folder: Path, origin: Path | None = None) -> tuple[Path, bool]:
+    """The folder holding the data and whether it is *flat*: ``(root, False)`` for ``root/train`` and
+    ``root/test`` (:func:`find_split_root`), ``(root, True)`` for a folder of two or more class folders
+    (``root/<class>/<image>``, no test split), found by descending through single subfolders.
+
+    Raises:
+        DataError: neither layout; the message lists what was found.
+    """
+    try:
+        return find_split_root(folder, origin), False
+    except DataError as split_error:
+        current = folder
+        for _ in range(_MAX_NESTING + 1):
+            dirs = [e for e in _visible_entries(current) if e.is_dir()]
+            if len(dirs) >= 2 and all(_class_images(e.path) for e in dirs):
+                return current, True
+            if len(dirs) != 1:
+                break
+            current = Path(dirs[0].path)
+        raise DataError(f"{split_error} Or give a folder of class folders, <class>/<image> (a test split is then "
+                        f"held out with --test-fraction F where one is needed)") from None
+
+
 def _class_images(class_dir: str) -> list[str]:
     # Plain strings rather than Path objects: pathlib costs more than the file system for 10^5 files.
     files = []
@@ -136,8 +159,14 @@ def _flatten(per_class: dict[str, list[str]]) -> tuple[list[str], torch.Tensor]:
 
 
 def load_image_folder(path: str | Path, *, image_size: int | None = None, cache_root: Path | None = None,
-                      cache_decoded: bool = True, name: str | None = None) -> Dataset:
+                      cache_decoded: bool = True, name: str | None = None,
+                      test_fraction: float | None = None) -> Dataset:
     """Load an ImageFolder with ``train/`` and ``test/`` subfolders, or an archive of one, into memory.
+
+    A folder of class folders (``<class>/<image>``, no ``train/`` and ``test/``) loads too: all its images
+    are training images and the test set is ``None``, or, with ``test_fraction``, a seeded share of each
+    class (:func:`glico.data.holdout_split`, seed 0) is held out as the test set. Such folders are decoded
+    on every load (the decoded cache holds train/test folders and archives).
 
     Every image is decoded to RGB (grayscale files too, so that one folder gives one channel count) and
     converted to float in [0, 1]. An archive is extracted once into ``<cache_root>/archives/``. The decoded
@@ -152,6 +181,8 @@ def load_image_folder(path: str | Path, *, image_size: int | None = None, cache_
         cache_root: the cache root (default :func:`~glico.data.archives.default_cache_dir`).
         cache_decoded: read and write the decoded-tensor cache.
         name: the data set's name (default: the folder's or archive's name).
+        test_fraction: for a folder of class folders, the share of each class held out as the test set
+            (None: no test set); refused for a folder that has its own test/.
 
     Returns:
         A :class:`Dataset`; classes are train/'s subfolder names, sorted.
@@ -175,8 +206,9 @@ def load_image_folder(path: str | Path, *, image_size: int | None = None, cache_
     cache_root = Path(cache_root).expanduser() if cache_root is not None else default_cache_dir()
     preloaded: dict[str, bytes] | None = None
     cache_file = None
+    flat = False
     if src.is_dir():
-        root = find_split_root(src)
+        root, flat = find_root(src)
         name = name or src.resolve().name
     elif archive_kind(src) is not None:
         name = name or archive_stem(src)
@@ -196,13 +228,17 @@ def load_image_folder(path: str | Path, *, image_size: int | None = None, cache_
                 preloaded[path] = data
                 budget[0] -= len(data)
 
-        root = find_split_root(extract_archive(src, cache_root, collect=keep), origin=src)
+        root, flat = find_root(extract_archive(src, cache_root, collect=keep), origin=src)
     else:
         raise DataError(
             f"{src} is neither a folder nor an archive; accepted: a folder with train/ and test/, or a file "
             f"ending in {', '.join(ARCHIVE_SUFFIXES)}"
         )
 
+    if flat:
+        return _load_flat(root, name, image_size, test_fraction, preloaded)
+    if test_fraction is not None:
+        raise DataError(f"{root} has its own test/ folder, so test_fraction (--test-fraction) does not apply; drop it")
     train_classes = scan_split(root / "train")
     test_classes = scan_split(root / "test")
     if list(train_classes) != list(test_classes):
@@ -235,3 +271,19 @@ def load_image_folder(path: str | Path, *, image_size: int | None = None, cache_
         save_decoded(cache_file, train_u8, train_labels, test_u8, test_labels, class_names)
     return Dataset(ImageSet(to_float(train_u8), train_labels, class_names),
                    ImageSet(to_float(test_u8), test_labels, class_names), name)
+
+
+def _load_flat(root: Path, name: str, image_size: int | None, test_fraction: float | None,
+               preloaded: dict[str, bytes] | None) -> Dataset:
+    """A folder of class folders: every image is a training image; ``test_fraction`` holds out a test set."""
+    from glico.data.splits import holdout_split
+
+    classes = scan_split(root)
+    paths, labels = _flatten(classes)
+    log.info("decoding %d images of %d class folders from %s (no test split)", len(paths), len(classes), root)
+    images = ImageSet(to_float(decode_files(paths, image_size, desc=name, preloaded=preloaded)), labels,
+                      tuple(classes))
+    if test_fraction is None:
+        return Dataset(images, None, name)
+    train, test = holdout_split(images, test_fraction, seed=0)
+    return Dataset(train, test, name)

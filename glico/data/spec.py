@@ -41,8 +41,10 @@ def _cub(arg: str | None, image_size: int | None, root_cache: Path | None, downl
     return load_cub(_need_path("cub", arg), image_size=image_size, cache_root=root_cache)
 
 
-def _folder(arg: str | None, image_size: int | None, root_cache: Path | None, download: bool) -> Dataset:
-    return load_image_folder(_need_path("folder", arg), image_size=image_size, cache_root=root_cache)
+def _folder(arg: str | None, image_size: int | None, root_cache: Path | None, download: bool,
+            test_fraction: float | None = None) -> Dataset:
+    return load_image_folder(_need_path("folder", arg), image_size=image_size, cache_root=root_cache,
+                             test_fraction=test_fraction)
 
 
 _Loader = Callable[[str | None, int | None, Path | None, bool], Dataset]
@@ -53,7 +55,7 @@ DATA_SCHEMES: dict[str, tuple[_Loader, str]] = {
     "cifar10": (_cifar10, "cifar10:DIR (DIR holds cifar-10-batches-py/)"),
     "cifar100": (_cifar100, "cifar100:DIR (DIR holds cifar-100-python/)"),
     "cub": (_cub, "cub:DIR (DIR is CUB_200_2011/ or holds it)"),
-    "folder": (_folder, "folder:PATH (a folder with train/ and test/, or a .tar/.tar.gz/.tar.xz/.zip of one)"),
+    "folder": (_folder, "folder:PATH (a folder with train/ and test/, or of class folders, or a .tar/.tar.gz/.tar.xz/.zip of one)"),
 }
 
 
@@ -68,7 +70,7 @@ def _need_path(scheme: str, arg: str | None) -> str:
 
 
 def load_data(spec: str, *, image_size: int | None = None, root_cache: Path | None = None,
-              max_test: int | None = None, download: bool = False) -> Dataset:
+              max_test: int | None = None, download: bool = False, test_fraction: float | None = None) -> Dataset:
     """Load a data set named by a SPEC string into memory.
 
     Args:
@@ -81,6 +83,9 @@ def load_data(spec: str, *, image_size: int | None = None, root_cache: Path | No
         max_test: keep at most this many test images, a stratified subsample with a fixed seed
             (:data:`MAX_TEST_SEED`), for quick runs; None keeps them all.
         download: allow torchvision to download CIFAR when it is missing (never done otherwise).
+        test_fraction: for ``folder:PATH`` of class folders without a test split, hold out this seeded share
+            of each class as the test set (:func:`glico.data.holdout_split`); without it such a folder has
+            ``test = None``. Refused for every other SPEC.
 
     Returns:
         A :class:`Dataset`: train and test :class:`ImageSet` s, float images in [0, 1] on the CPU.
@@ -100,8 +105,12 @@ def load_data(spec: str, *, image_size: int | None = None, root_cache: Path | No
     if max_test is not None and (isinstance(max_test, bool) or not isinstance(max_test, int) or max_test < 1):
         raise DataError(f"max_test must be None or an integer >= 1; got {max_test!r}")
     loader, _ = DATA_SCHEMES[scheme]
-    data = loader(arg if sep else None, image_size, root_cache, download)
-    if max_test is not None and max_test < len(data.test):
+    if test_fraction is not None and scheme != "folder":
+        raise DataError(f"test_fraction (--test-fraction) applies to folder:PATH of class folders only; "
+                        f"{scheme!r} has its own test set")
+    extra = {} if test_fraction is None else {"test_fraction": test_fraction}
+    data = loader(arg if sep else None, image_size, root_cache, download, **extra)
+    if max_test is not None and data.test is not None and max_test < len(data.test):
         test, _ = stratified_subsample(data.test, max_test, MAX_TEST_SEED)
         log.info("kept %d of %d test images (stratified, seed %d)", len(test), len(data.test), MAX_TEST_SEED)
         data = Dataset(data.train, test, data.name)

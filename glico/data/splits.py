@@ -138,3 +138,35 @@ def stratified_subsample(images: ImageSet, n: int, seed: int) -> tuple[ImageSet,
     chosen = np.sort(np.concatenate([p[:k] for p, k in zip(perms, take, strict=True)]))
     indices = torch.from_numpy(chosen.astype(np.int64))
     return images.subset(indices), indices
+
+
+def holdout_split(images: ImageSet, fraction: float, seed: int = 0) -> tuple[ImageSet, ImageSet]:
+    """Split one labelled set into train and test, per class and reproducibly: ``round(fraction * n_c)``
+    images of each class of ``n_c`` go to the test set (at least 1, and at least 1 is left for training).
+
+    Used for a folder of class folders without a ``test/`` split (``--test-fraction``).
+
+    Args:
+        images: the labelled images.
+        fraction: the share held out, in (0, 1).
+        seed: integer in 0..2**32-1.
+
+    Returns:
+        ``(train, test)``, each in ascending order of position in ``images``.
+
+    Raises:
+        DataError: a fraction outside (0, 1), or a class with fewer than 2 images.
+    """
+    if isinstance(fraction, bool) or not isinstance(fraction, (int, float)) or not 0 < fraction < 1:
+        raise DataError(f"the test fraction must be a number strictly between 0 and 1; got {fraction!r}")
+    counts = images.class_counts()
+    small = [name for c, name in enumerate(images.class_names) if int(counts[c]) < 2]
+    if small:
+        raise DataError(f"holding out test images needs at least 2 images in every class; {small[:10]} have fewer")
+    perms = _class_permutations(images.labels, images.num_classes, seed)
+    held = [p[: min(max(1, int(round(fraction * len(p)))), len(p) - 1)] for p in perms]
+    test_idx = np.sort(np.concatenate(held))
+    mask = np.ones(len(images), dtype=bool)
+    mask[test_idx] = False
+    return (images.subset(torch.from_numpy(np.flatnonzero(mask).astype(np.int64))),
+            images.subset(torch.from_numpy(test_idx.astype(np.int64))))

@@ -128,15 +128,18 @@ class Dataset:
 
     Args:
         train: the images a small-sample split is drawn from.
-        test: held-out images for evaluation; disjoint from ``train`` in every loader.
+        test: held-out images for evaluation; disjoint from ``train`` in every loader. ``None`` for a folder
+            of class folders without a test split (fitting and training need none; scoring does).
         name: a short name for logs and reports (e.g. ``"cifar10"``).
     """
 
     train: ImageSet
-    test: ImageSet
+    test: ImageSet | None
     name: str
 
     def __post_init__(self) -> None:
+        if self.test is None:
+            return
         if self.train.class_names != self.test.class_names:
             raise DataError(
                 f"Dataset {self.name!r}: train and test class names differ "
@@ -147,6 +150,15 @@ class Dataset:
                 f"Dataset {self.name!r}: train images are {tuple(self.train.images.shape[1:])} but test images "
                 f"are {tuple(self.test.images.shape[1:])} (C, H, W); they must match"
             )
+
+    def require_test(self, what: str = "scoring") -> ImageSet:
+        """The test set, or a :class:`DataError` that says how to get one."""
+        if self.test is None:
+            raise DataError(f"{what} needs test images, and {self.name!r} is a folder of class folders without a "
+                            f"test split: give --test-fraction F (test_fraction=F to load_data) to hold out a "
+                            f"seeded share F of each class, or arrange the folder as train/<class>/ and "
+                            f"test/<class>/")
+        return self.test
 
     def __repr__(self) -> str:
         return f"Dataset({self.name!r}, train={self.train!r}, test={self.test!r})"

@@ -468,6 +468,7 @@ def run_ablation(
                   added_later={"settings.schedule": "step"})
 
     ds = data if isinstance(data, Dataset) else load_data(data, image_size=image_size, max_test=max_test)
+    ds.require_test("glico ablate")
     c, h, w = ds.train.images.shape[1:]
     k = len(ds.train.class_names)
     flip = ds.name != "digits"  # digits are not mirror-symmetric

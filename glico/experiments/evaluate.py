@@ -119,6 +119,8 @@ class EvaluateConfig:
         device: where to train.
         precision: the downstream classifier's arithmetic (:class:`glico.experiments.downstream.TrainConfig`):
             ``auto`` (bf16 autocast on GPUs with bf16 tensor cores, else fp32), ``fp32``, ``bf16``.
+        test_fraction: for ``folder:PATH`` of class folders without a test split, the seeded share of each
+            class held out as the test set (:func:`glico.data.holdout_split`).
         validation: score on this many held-out training images per class
             (:func:`glico.data.validation_split`: disjoint from each split, different for each split)
             instead of the test set, which is then not used at all. For choosing settings; ``None``
@@ -146,6 +148,7 @@ class EvaluateConfig:
     validation: int | None = None
     glico_t: tuple[float, ...] | None = None
     glico_refresh: int | None = None
+    test_fraction: float | None = None
 
     def __post_init__(self) -> None:
         valid = policy_names()
@@ -208,8 +211,10 @@ def run_evaluation(cfg: EvaluateConfig, out: Path, progress: bool = True, echo: 
     kept = RunLog(out, {"command": "evaluate", "glico_version": __version__, "config": config,
                         "resolved_precision": precision},
                   ("spc", "seed", "method"), resume=resume, free={"config.device", "glico_version"},
-                  added_later={"config.schedule": "step"})
-    data = load_data(cfg.data, image_size=cfg.image_size, max_test=cfg.max_test)
+                  added_later={"config.schedule": "step", "config.test_fraction": None})
+    data = load_data(cfg.data, image_size=cfg.image_size, max_test=cfg.max_test, test_fraction=cfg.test_fraction)
+    if cfg.validation is None:
+        data.require_test("glico evaluate")
     c, h, w = data.train.images.shape[1:]
     k = len(data.train.class_names)
     flip = data.name != "digits"  # digits are not mirror-symmetric
@@ -220,7 +225,8 @@ def run_evaluation(cfg: EvaluateConfig, out: Path, progress: bool = True, echo: 
     runs: list[dict] = []
     started = time.perf_counter()
     done = ran = 0
-    scoring = (f"{data.test.images.shape[0]} test images" if cfg.validation is None else
+    n_test = 0 if data.test is None else int(data.test.images.shape[0])
+    scoring = (f"{n_test} test images" if cfg.validation is None else
                f"scored on {cfg.validation} held-out training images per class (validation; the test set is not used)")
     echo(f"glico evaluate: {data.name}, {k} classes, {scoring}; spc {list(cfg.spcs)}, "
          f"seeds {list(cfg.seeds)}, methods {', '.join(cfg.methods)}, classifier {cfg.classifier} on {cfg.device}")
@@ -277,7 +283,7 @@ def run_evaluation(cfg: EvaluateConfig, out: Path, progress: bool = True, echo: 
                    "optimizer": optimizer_text(cfg.schedule, cfg.weight_decay),
                    "precision": precision,
                    "standard_augmentation": f"random crop (pad {max(1, h // 8)})" + (" + horizontal flip" if flip else "")},
-        "data": {"name": data.name, "classes": k, "n_test": int(data.test.images.shape[0]), "image_shape": [c, h, w],
+        "data": {"name": data.name, "classes": k, "n_test": n_test, "image_shape": [c, h, w],
                  **({} if cfg.validation is None else {"n_validation": cfg.validation * k})},
         "runs": runs,
         "summary": summary,
@@ -533,6 +539,7 @@ def add_evaluate_parser(sub, family_args: Callable[[argparse.ArgumentParser], No
                         "(faster where the generator dominates a step; default: fresh draws every step)")
     e.add_argument("--image-size", default=None, type=positive_int, help="resize images to this side (default: as stored)")
     e.add_argument("--max-test", default=None, type=int, help="evaluate on a fixed stratified subsample of the test set")
+    add_test_fraction_flag(e)
     e.add_argument("--device", default="cpu", help="cpu | cuda | cuda:N (default: cpu)")
     add_precision_flag(e)
     e.add_argument("--fit-cache", default=None, metavar="DIR",
@@ -555,6 +562,24 @@ def model_fields_from_args(args) -> dict[str, Any]:
     if getattr(args, "feature_net", None) is not None:
         fields["feature_net"] = args.feature_net
     return fields
+
+
+def test_fraction(text: str) -> float:
+    """argparse type of ``--test-fraction``: a number strictly between 0 and 1."""
+    try:
+        value = float(text)
+    except ValueError:
+        value = float("nan")
+    if not 0 < value < 1:
+        raise argparse.ArgumentTypeError(f"must be a number strictly between 0 and 1 (e.g. 0.2); got {text!r}")
+    return value
+
+
+def add_test_fraction_flag(parser: argparse.ArgumentParser) -> None:
+    """``--test-fraction`` (evaluate, train): a test set held out of a folder of class folders."""
+    parser.add_argument("--test-fraction", default=None, type=test_fraction, metavar="F",
+                        help="for folder:PATH of class folders without a test/ split: hold out a seeded share F of "
+                             "each class as the test set (default: none; a train/ + test/ folder uses its test/)")
 
 
 def add_schedule_flags(parser: argparse.ArgumentParser) -> None:
@@ -597,6 +622,7 @@ def cmd_evaluate(args) -> int:
         weight_decay=args.weight_decay, glico_p=args.glico_p, fit_epochs=args.fit_epochs, model=model,
         image_size=args.image_size, max_test=args.max_test, device=args.device, precision=args.precision,
         schedule=args.schedule, validation=args.validation, glico_t=args.glico_t, glico_refresh=args.glico_refresh,
+        test_fraction=args.test_fraction,
     )
     run_evaluation(cfg, Path(args.out), progress=not args.quiet, resume=args.resume,
                    fit_cache=None if args.fit_cache is None else Path(args.fit_cache))

@@ -60,3 +60,53 @@ def test_a_finished_fit_is_extended_with_resume(tmp_path, capsys):
     assert history["resumed_from"] == 2 * 5 and history["step"][-1] == 4 * 5  # 20 images, batch 4
     assert main(args + ["--epochs", "3", "--resume"]) == 2  # fewer than already done
     assert "cannot continue this fit" in capsys.readouterr().err
+
+
+def _flat_folder(root, counts=(5, 7, 4), size=8):
+    """<class>/<image>.jpg, no train/ or test/; classes of different sizes."""
+    g = np.random.default_rng(0)
+    for c, n in enumerate(counts):
+        d = root / f"class{c}"
+        d.mkdir(parents=True)
+        for i in range(n):
+            img = (g.random((size, size, 3)) * 60).astype(np.uint8)
+            img[:, c * 2 : c * 2 + 3, c] = 220
+            Image.fromarray(img).save(d / f"{i}.png")
+    return root
+
+
+def test_a_folder_of_class_folders_fits_and_trains(tmp_path, capsys):
+    flat = _flat_folder(tmp_path / "mine")
+    run = tmp_path / "run"
+    assert main(["fit", "--data", f"folder:{flat}", "--spc", "all", "--out", str(run), *FIT]) == 0
+    saved = json.loads((run / "run.json").read_text())
+    assert saved["spc"] == "all" and len(saved["train_indices"]) == 16  # unequal classes kept whole
+    out = tmp_path / "model"
+    assert main(["train", "--data", f"folder:{flat}", "--out", str(out), "--classifier", "weak", "--epochs", "1",
+                 "--fit-epochs", "2", "--loss", "pixel", "--code-dim", "8", "--quiet"]) == 0
+    assert "not scored" in capsys.readouterr().err
+    meta = json.loads((out / "model.json").read_text())
+    assert meta["per_class"] == [5, 7, 4] and "test" not in meta
+    # evaluate needs a test set: it says how to get one, and --test-fraction carves a seeded one.
+    ev = ["evaluate", "--data", f"folder:{flat}", "--spc", "2", "--seeds", "0", "--methods", "baseline",
+          "--classifier", "weak", "--epochs", "1", "--quiet"]
+    assert main(ev + ["--out", str(tmp_path / "e1")]) == 2
+    assert "--test-fraction F" in capsys.readouterr().err
+    assert main(ev + ["--out", str(tmp_path / "e2"), "--test-fraction", "0.25"]) == 0
+    results = json.loads((tmp_path / "e2" / "results.json").read_text())
+    assert results["data"]["n_test"] == 1 + 2 + 1  # round(0.25 * n) per class, at least 1
+
+
+def test_holdout_split_is_per_class_seeded_and_disjoint():
+    from glico.data import ImageSet, holdout_split
+
+    labels = torch.tensor([0] * 10 + [1] * 3 + [2] * 2)
+    images = torch.arange(15, dtype=torch.float32).div(15).view(15, 1, 1, 1)
+    data = ImageSet(images, labels, ("a", "b", "c"))
+    train, test = holdout_split(data, 0.3, seed=0)
+    assert test.class_counts().tolist() == [3, 1, 1] and train.class_counts().tolist() == [7, 2, 1]
+    assert not set(train.images.flatten().tolist()) & set(test.images.flatten().tolist())
+    again, _ = holdout_split(data, 0.3, seed=0)
+    assert torch.equal(again.images, train.images)
+    with pytest.raises(ValueError, match="strictly between 0 and 1"):
+        holdout_split(data, 1.0)

@@ -177,11 +177,17 @@ def test_truncated_archive(image_folder, tmp_path, cache, fname, keep):
     assert list((cache / "archives").iterdir()) == []
 
 
-def test_archive_without_train_and_test(tmp_path, cache):
+def test_archive_of_class_folders_without_train_and_test(tmp_path, cache):
+    """Class folders without train/ and test/ are training images only (issue 17); loose files are refused."""
     img = png_bytes(pattern("train", 0, 0))
-    archive = _tar_with(tmp_path, {"photos/a/0.png": img, "photos/b/0.png": img}, "flat.tar")
-    with pytest.raises(DataError, match=r"flat\.tar has no train/ and test/ folders.*'a/', 'b/'"):
-        load_data(f"folder:{archive}", root_cache=cache)
+    archive = _tar_with(tmp_path, {"photos/a/0.png": img, "photos/a/1.png": img, "photos/b/0.png": img}, "flat.tar")
+    data = load_data(f"folder:{archive}", root_cache=cache)
+    assert data.test is None and data.train.class_names == ("a", "b") and data.train.class_counts().tolist() == [2, 1]
+    with pytest.raises(DataError, match="--test-fraction F"):
+        data.require_test()
+    loose = _tar_with(tmp_path, {"photos/0.png": img, "photos/1.png": img}, "loose.tar")
+    with pytest.raises(DataError, match=r"loose\.tar has no train/ and test/ folders.*folder of class folders"):
+        load_data(f"folder:{loose}", root_cache=cache)
 
 
 def test_unsupported_archive_name(tmp_path, cache):
