@@ -402,9 +402,6 @@ def cmd_train(args) -> int:
         if earlier and not args.overwrite:
             raise ValueError(f"{out} already holds a training ({', '.join(earlier)}); add --resume to continue it, "
                              f"--overwrite to replace it, or give another --out")
-    if recipe.classifier in ("wrn-28-10", "resnet50", "vgg19") and torch.device(args.device).type == "cpu":
-        print(f"glico train: warning: the {recipe.classifier} classifier on the CPU takes many hours; --recipe cpu "
-              f"(wrn-10-1) is the CPU-sized recipe", file=sys.stderr)
     out.mkdir(parents=True, exist_ok=True)
     _setup_logging(out / "log.txt", verbose=args.verbose)
     data = load_data(data_spec, image_size=image_size, test_fraction=test_fraction)
@@ -420,6 +417,16 @@ def cmd_train(args) -> int:
             shutil.rmtree(out / GLICO_RUN_DIR, ignore_errors=True)
         (out / "train.json").write_text(json.dumps(settings, indent=2))
     c, h, w = train.images.shape[1:]
+    if torch.device(args.device).type == "cpu":
+        from glico.experiments.downstream import steps_for
+        from glico.experiments.evaluate import cpu_time_warning
+
+        warning = cpu_time_warning(recipe.classifier, (c, h, w), len(train.class_names),
+                                   min(recipe.batch_size, len(train)),
+                                   steps_for(len(train), recipe.batch_size, recipe.epochs), "glico train",
+                                   cpu_recipe="--recipe cpu")
+        if warning:
+            print(warning, file=sys.stderr)
     counts = train.class_counts().tolist()
     per_class = f"{counts[0]} per class" if len(set(counts)) == 1 else f"{min(counts)}-{max(counts)} per class"
     print(f"glico train: {data.name}, {len(train)} training images ({per_class}, {len(counts)} classes, {w}x{h}); "

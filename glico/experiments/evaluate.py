@@ -222,6 +222,12 @@ def run_evaluation(cfg: EvaluateConfig, out: Path, progress: bool = True, echo: 
     scored_on = "test" if cfg.validation is None else "validation"
     if cfg.validation is not None:  # refused now, not after the first fit, when the classes are too small
         validation_split(data.train, max(cfg.spcs), cfg.seeds[0], cfg.validation)
+    if torch.device(cfg.device).type == "cpu":
+        steps_total = sum(steps_for(s * k, cfg.batch_size, cfg.epochs) for s in cfg.spcs) * len(cfg.seeds) * len(cfg.methods)
+        warning = cpu_time_warning(cfg.classifier, (c, h, w), k, min(cfg.batch_size, min(cfg.spcs) * k), steps_total,
+                                   "glico evaluate")
+        if warning:
+            echo(warning)
     runs: list[dict] = []
     started = time.perf_counter()
     done = ran = 0
@@ -294,6 +300,51 @@ def run_evaluation(cfg: EvaluateConfig, out: Path, progress: bool = True, echo: 
     plot_results(summary, out / "results.png", title=f"{data.name}, {cfg.classifier}")
     echo((out / "results.md").read_text())
     return results
+
+
+#: A CPU run estimated to take longer than this gets a warning before it starts.
+CPU_WARN_SECONDS = 3600.0
+#: Classifiers with fewer parameters (weak, wrn-10-1, wrn-16-1: the CPU-sized ones) are not timed.
+CPU_SMALL_PARAMETERS = 1_000_000
+CPU_RECIPE_FLAGS = "--classifier wrn-10-1 --epochs 16 --batch-size 64 --lr 0.1 --weight-decay 5e-3 --schedule cosine"
+
+
+def estimate_step_seconds(classifier: str, image_shape: tuple[int, int, int], num_classes: int, batch: int) -> float:
+    """Seconds of one SGD step of ``classifier`` at ``batch`` on this CPU: one step at batch 4 is timed
+    (after a warm-up step at batch 2) and scaled linearly with the batch (convolutions on the CPU scale about
+    so). Costs a few seconds for the large networks, well under one for the small."""
+    c, h, _ = image_shape
+    with torch.random.fork_rng(devices=[]):
+        net = downstream_classifier(classifier)(c, num_classes, h).train()
+        opt = torch.optim.SGD(net.parameters(), lr=0.0)
+        for b in (2, 4):
+            x, y = torch.rand(b, c, h, h), torch.randint(0, num_classes, (b,))
+            t0 = time.perf_counter()
+            loss = nn.functional.cross_entropy(net(x), y)
+            opt.zero_grad()
+            loss.backward()
+            opt.step()
+    return (time.perf_counter() - t0) * batch / 4
+
+
+def cpu_time_warning(classifier: str, image_shape: tuple[int, int, int], num_classes: int, batch: int,
+                     steps: int, command: str, cpu_recipe: str = CPU_RECIPE_FLAGS) -> str | None:
+    """A warning with the estimated time when ``steps`` downstream steps of ``classifier`` on the CPU would
+    take longer than :data:`CPU_WARN_SECONDS`, naming the CPU-sized recipe; None otherwise. Networks under
+    :data:`CPU_SMALL_PARAMETERS` parameters (the CPU-sized ones) are not timed."""
+    c, h, _ = image_shape
+    with torch.random.fork_rng(devices=[]):
+        size = sum(p.numel() for p in downstream_classifier(classifier)(c, num_classes, h).parameters())
+    if size < CPU_SMALL_PARAMETERS:
+        return None
+    per_step = estimate_step_seconds(classifier, image_shape, num_classes, batch)
+    total = per_step * steps
+    if total <= CPU_WARN_SECONDS:
+        return None
+    when = f"{total / 3600:.1f} hours" if total < 48 * 3600 else f"{total / 86400:.1f} days"
+    return (f"{command}: warning: on this CPU one {classifier} step at batch {batch} takes about {per_step:.2f} s, so "
+            f"the {steps} classifier steps ahead will take about {when} (estimated; GLICO fits come on top). "
+            f"Use --device cuda, or the CPU recipe: {cpu_recipe} (docs/reproducing.md)")
 
 
 # ------------------------------------------------------------------ one split (shared with glico ablate)

@@ -110,3 +110,20 @@ def test_holdout_split_is_per_class_seeded_and_disjoint():
     assert torch.equal(again.images, train.images)
     with pytest.raises(ValueError, match="strictly between 0 and 1"):
         holdout_split(data, 1.0)
+
+
+def test_a_long_cpu_run_is_warned_about_with_its_estimated_time(monkeypatch, tmp_path, capsys):
+    import importlib
+
+    evaluate = importlib.import_module("glico.experiments.evaluate")
+    text = evaluate.cpu_time_warning("wrn-28-10", (3, 32, 32), 10, 128, 8000, "glico evaluate")
+    assert text and ("hours" in text or "days" in text)
+    assert "--classifier wrn-10-1" in text and "--device cuda" in text
+    assert evaluate.cpu_time_warning("weak", (3, 32, 32), 10, 128, 8000, "glico evaluate") is None
+    seen = []
+    monkeypatch.setattr(evaluate, "cpu_time_warning", lambda *a, **k: seen.append(a) or "WARNED")
+    assert main(["evaluate", "--data", "digits", "--spc", "2", "--seeds", "0", "--methods", "baseline",
+                 "--classifier", "weak", "--epochs", "1", "--max-test", "20", "--quiet",
+                 "--out", str(tmp_path / "e")]) == 0
+    assert "WARNED" in capsys.readouterr().out
+    assert seen[0][0] == "weak" and seen[0][4] == evaluate.steps_for(20, 128, 1)
