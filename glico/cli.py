@@ -91,10 +91,11 @@ def _spec_from_args(args, image_shape, num_classes) -> ModelSpec:
     )
 
 
-def _write_pictures(model, out: Path, train_labels: torch.Tensor) -> dict[str, str]:
+def _write_pictures(model, out: Path, train) -> dict[str, str]:
+    """The fit's pictures for the training images ``train`` (an ImageSet)."""
     from glico.viz import write_fit_pictures
 
-    files = write_fit_pictures(model, out, train_labels)
+    files = write_fit_pictures(model, out, train.labels, train_images=train.images)
     if "interpolation" not in files:
         print("glico: note: no class has two training images to interpolate between, so interpolation.png is not "
               "written (and GLICO's samples are reconstructions plus noise)", file=sys.stderr)
@@ -213,7 +214,7 @@ def cmd_fit(args) -> int:
         return 2
     if args.resume:  # the budget may have been extended; written once the fit accepted it
         (out / "run.json").write_text(json.dumps(run, indent=2))
-    _write_pictures(model.cpu(), out, train.labels)
+    _write_pictures(model.cpu(), out, train)
     plot_losses(history, out / "losses.png")
     (out / "history.json").write_text(json.dumps(history.__dict__, indent=2))
     resumed = f" (resumed at step {history.resumed_from})" if history.resumed_from is not None else ""
@@ -273,7 +274,7 @@ from glico.checkpoint import load_run  # noqa: E402  (re-exported: the CLI's run
 
 
 # ---------------------------------------------------------------------------------------- sample
-GRID_SUFFIXES = (".png", ".jpg", ".jpeg", ".webp")
+GRID_SUFFIXES = (".png", ".jpg", ".jpeg", ".webp", ".gif", ".bmp", ".tif", ".tiff")
 SAMPLE_MARKER = ".glico-sample"  # marks a folder written by 'glico sample' (its stale images may be removed)
 
 
@@ -290,6 +291,10 @@ def cmd_sample(args) -> int:
     labels = torch.arange(model.num_classes).repeat_interleave(n)
     images = model.sample(labels, seed=args.seed)
     out = Path(args.out)
+    if out.suffix and out.suffix.lower() not in GRID_SUFFIXES and not args.folder and not out.is_dir():
+        raise ValueError(f"--out {out}: {out.suffix!r} is not an image suffix a grid can be saved as "
+                         f"({', '.join(GRID_SUFFIXES)}); give one of them for a grid, or a folder (no suffix, or "
+                         f"--folder) for PNGs per class")
     if args.folder or out.suffix.lower() not in GRID_SUFFIXES:
         from torchvision.utils import save_image
 
@@ -467,10 +472,10 @@ def cmd_train(args) -> int:
         from glico.model import GLICO  # noqa: F401  (the fitted model is reloaded for its pictures)
 
         glico_model, _ = load_run(out / GLICO_RUN_DIR)
-        _write_pictures(glico_model, out / GLICO_RUN_DIR, train.labels)
+        _write_pictures(glico_model, out / GLICO_RUN_DIR, train)
     test = model.info.get("test")
-    score = (f"test top-1 {test['top1']:.2f} %, top-5 {test['top5']:.2f} % on {test['n']} images; "
-             if test else "")
+    score = (f"test top-1 {test['top1']:.2f} %" + (f", top-5 {test['top5']:.2f} %" if test["top5"] is not None else "")
+             + f" on {test['n']} images; " if test else "")
     print(f"trained in {model.info['seconds']:.0f} s ({model.info['steps']} steps); {score}model folder: {out} "
           f"(model.json, weights.pt). Use it: glico predict --model {out} IMAGES_OR_FOLDERS")
     return 0
@@ -544,7 +549,12 @@ def build_parser() -> argparse.ArgumentParser:
     from glico.experiments.demo import DemoConfig
     from glico.experiments.evaluate import SCHEDULES, add_test_fraction_flag, classifier_name
 
-    d = sub.add_parser("demo", help="GLICO against the baseline on scikit-learn's digits, over seeds 0, 1, 2 (CPU, minutes)")
+    d = sub.add_parser(
+        "demo", help="GLICO against the baseline on scikit-learn's digits, over seeds 0, 1, 2 (CPU, minutes)",
+        description="Fit GLICO on 5 digits per class for each seed, train the same classifier with and without GLICO "
+                    "augmentation (several times each), and report both accuracies per seed and their mean, with "
+                    "pictures of the samples. Needs no downloads.",
+        epilog="example: glico demo --out glico-demo   (about 4 minutes on 2 cores)")
     d.add_argument("--out", default="glico-demo", help="folder for report.json and the pictures (default: glico-demo)")
     which = d.add_mutually_exclusive_group()
     which.add_argument("--seeds", default=DemoConfig.seeds, type=int_list,
@@ -579,7 +589,14 @@ def build_parser() -> argparse.ArgumentParser:
     d.add_argument("--quiet", action="store_true", help="no progress bars")
     d.set_defaults(func=cmd_demo)
 
-    f = sub.add_parser("fit", help="fit GLICO on a small labelled sample; writes a run folder")
+    f = sub.add_parser(
+        "fit", help="fit GLICO on a small labelled sample; writes a run folder",
+        description="Fit GLICO (per-image codes, generator and classifier f, jointly) on SPC labelled images per class "
+                    "and write a run folder: checkpoint.pt, run.json, samples.png, reconstructions.png, "
+                    "interpolation.png, losses.png. Ctrl-C saves a checkpoint; --resume continues it (or extends a "
+                    "finished fit with a larger --epochs).",
+        epilog="example: glico fit --data folder:my_images/ --spc 10 --image-size 32 --loss laplacian+pixel "
+               "--out runs/mine")
     f.add_argument("--data", required=True, help="digits | cifar10:DIR | cifar100:DIR | cub:DIR | folder:PATH")
     f.add_argument("--spc", required=True, type=_spc_or_all,
                    help="labelled images per class (a seeded split), or 'all' for every training image")
@@ -609,10 +626,15 @@ def build_parser() -> argparse.ArgumentParser:
     _family_args(f)
     f.set_defaults(func=cmd_fit, fit_parser=f)
 
-    s = sub.add_parser("sample", help="new images per class from a fitted run")
+    s = sub.add_parser(
+        "sample", help="new images per class from a fitted run",
+        description="Draw new images of every class from a 'glico fit' run (slerp between two codes of the class): "
+                    "a grid (one row per class) or a folder of PNGs per class.",
+        epilog="example: glico sample --run runs/mine --n 16 --out runs/mine/new.png")
     s.add_argument("--run", required=True, help="run folder written by 'glico fit'")
     s.add_argument("--n", default=8, type=_positive_int, help="images per class")
-    s.add_argument("--out", required=True, help="a .png/.jpg/.jpeg/.webp path for a grid, or a folder for PNGs per class")
+    s.add_argument("--out", required=True,
+                   help="an image path for a grid (.png, .jpg, .webp, .gif, .bmp, .tif), or a folder for PNGs per class")
     s.add_argument("--folder", action="store_true", help="write a folder of PNGs per class even if --out ends in an image suffix")
     s.add_argument("--seed", default=0, type=nonnegative_int)
     s.set_defaults(func=cmd_sample)
@@ -734,8 +756,11 @@ def main(argv: list[str] | None = None) -> int:
             raise
         print(f"glico {args.command}: error: {e}", file=sys.stderr)
         return 2
-    except KeyboardInterrupt:
-        print(f"glico {args.command}: interrupted", file=sys.stderr)
+    except KeyboardInterrupt as e:
+        from glico.experiments.evaluate import GridInterrupted
+
+        if not isinstance(e, GridInterrupted):  # a grid has already said what it kept
+            print(f"glico {args.command}: interrupted", file=sys.stderr)
         return 130
 
 

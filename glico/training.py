@@ -371,7 +371,9 @@ def fit(
                     step += 1
                     bad_at = torch.where((bad_at < 0) & ~torch.isfinite(total), step, bad_at)
                     bar.update(1)
-                    if step % config.log_every == 0 or step == total_steps:
+                    # Step 1 too, so that the history starts with the first loss (a fit shorter than one
+                    # log interval would otherwise show one point, its loss seemingly unchanged).
+                    if step % config.log_every == 0 or step == total_steps or (step == 1 and history.resumed_from is None):
                         count = step - (history.step[-1] if history.step else 0)
                         tot, rec, cls = (running / count).tolist()
                         running.zero_()

@@ -47,11 +47,12 @@ def interpolation_grid(model, pairs: Sequence[tuple[int, int]], steps: int = 8) 
 
 
 def write_fit_pictures(model, out: str | Path, train_labels: torch.Tensor, per_class: int = 8,
-                       seed: int = 0) -> dict[str, str]:
+                       seed: int = 0, train_images: torch.Tensor | None = None) -> dict[str, str]:
     """The pictures of a fitted model in ``out``: ``reconstructions.png`` (the generator's reconstructions of
-    the first ``8 * per_class`` training images), ``samples.png`` (``per_class`` new images per class, one
-    row per class) and ``interpolation.png`` (slerp between two codes, for up to six classes that have two
-    training images; not written when none has).
+    the first ``8 * per_class`` training images; with ``train_images``, each row of originals is followed by
+    the row of their reconstructions), ``samples.png`` (``per_class`` new images per class, one row per class)
+    and ``interpolation.png`` (slerp between two codes, for up to six classes that have two training images;
+    not written when none has).
 
     Returns:
         ``{"reconstructions": path, "samples": path[, "interpolation": path]}``.
@@ -59,9 +60,20 @@ def write_fit_pictures(model, out: str | Path, train_labels: torch.Tensor, per_c
     out = Path(out)
     files = {}
     n = model.codes.num_codes
-    rec_idx = torch.arange(min(n, 8 * per_class))
-    files["reconstructions"] = str(save_grid(model.reconstruct(rec_idx.to(model.labels.device)),
-                                             out / "reconstructions.png", nrow=per_class))
+    # With originals, the labelled rows only: they come first in the code table (unlabelled ones follow).
+    rec_idx = torch.arange(min(n if train_images is None else min(n, len(train_images)), 8 * per_class))
+    rec = model.reconstruct(rec_idx.to(model.labels.device)).cpu()
+    if train_images is not None:
+        orig = train_images[rec_idx].to(rec.dtype).cpu()
+        rows = []
+        for start in range(0, rec.shape[0], per_class):
+            o, r = orig[start : start + per_class], rec[start : start + per_class]
+            if o.shape[0] < per_class:  # pad a short last row so originals and reconstructions stay aligned
+                blank = torch.ones(per_class - o.shape[0], *o.shape[1:])
+                o, r = torch.cat([o, blank]), torch.cat([r, blank])
+            rows += [o, r]
+        rec = torch.cat(rows)
+    files["reconstructions"] = str(save_grid(rec, out / "reconstructions.png", nrow=per_class))
     files["samples"] = str(save_grid(class_grid(model, per_class, seed), out / "samples.png", nrow=per_class))
     pairs = []
     for c in range(min(model.num_classes, 6)):

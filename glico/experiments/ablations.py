@@ -38,6 +38,7 @@ from glico.experiments.evaluate import (
     add_precision_flag,
     add_schedule_flags,
     optimizer_text,
+    GridInterrupted,
     add_resume_flag,
     default_batch_size,
     default_lr,
@@ -378,6 +379,7 @@ def run_ablation(
     echo: Callable[[str], None] | None = None,
     precision: str = "auto",
     resume: bool = False,
+    overwrite: bool = False,
 ) -> dict:
     """Run an ablation: every variant on the same splits with the same budgets; mean ± STE over seeds.
 
@@ -464,7 +466,7 @@ def run_ablation(
     # change on resume, the arithmetic it resolves to may not; nor may anything but the version.
     kept = RunLog(out, {"command": "ablate", "glico_version": __version__, "settings": settings,
                         "variants": [v.to_dict() for v in variants], "resolved_precision": resolved_precision},
-                  ("spc", "seed", "variant"), resume=resume, free={"settings.device", "glico_version"},
+                  ("spc", "seed", "variant"), resume=resume, overwrite=overwrite, free={"settings.device", "glico_version"},
                   added_later={"settings.schedule": "step"})
 
     ds = data if isinstance(data, Dataset) else load_data(data, image_size=image_size, max_test=max_test)
@@ -533,12 +535,13 @@ def run_ablation(
                     fit_s = f"fit {fit_info['seconds']:.0f} s + " if fit_info and id(fit_info) not in shown_fits else ""
                     if fit_info:
                         shown_fits.add(id(fit_info))
+                    top5 = f"top-5 {acc['top5']:6.2f} %  " if acc["top5"] is not None else ""
                     say(f"  spc {spc:>3} seed {seed} {v.name:>28}: top-1 {acc['top1']:6.2f} %  "
-                        f"top-5 {acc['top5']:6.2f} %  ({fit_s}train {acc['seconds']:.0f} s; {done}/{total} done, "
+                        f"{top5}({fit_s}train {acc['seconds']:.0f} s; {done}/{total} done, "
                         f"about {eta / 60:.1f} min left)")
     except KeyboardInterrupt:
         say(f"glico ablate: interrupted; {kept.interrupted_message()}")
-        raise
+        raise GridInterrupted from None
     summary = aggregate(runs, key="variant")
     results = {
         "glico_version": __version__,
@@ -632,7 +635,12 @@ def ablation_markdown(results: Mapping[str, Any]) -> str:
 # ------------------------------------------------------------------------------ CLI
 def add_ablate_parser(sub, family_args: Callable[[argparse.ArgumentParser], None]) -> argparse.ArgumentParser:
     """Register ``glico ablate`` on the CLI's subparsers."""
-    a = sub.add_parser("ablate", help="the paper's ablations (Tables II-V, Fig. 7), each a list of GLICO compositions")
+    a = sub.add_parser(
+        "ablate", help="the paper's ablations (Tables II-V, Fig. 7), each a list of GLICO compositions",
+        description="Run one of the paper's ablation tables: each row a GLICO composition, fitted per SPC and seed, "
+                    "used to augment the same downstream classifier; writes results.json, results.md, results.png.",
+        epilog="example: glico ablate --table 2 --data digits --spc 5 --seeds 0,1,2 --classifier weak --epochs 5 "
+               "--loss laplacian --out runs/table2")
     a.add_argument("--table", required=True, choices=list(TABLES),
                    help="2: GLICO, Baseline, No Classifier, No Noise, Lerp, Transductive; 3: Latent Classifier, "
                         "Hypercube/ResNet Init, Additive Noise, Cosine Loss; 4: with/without AutoAugment; "
@@ -686,7 +694,7 @@ def cmd_ablate(args) -> int:
         out=Path(args.out), progress=not args.quiet, table=args.table, batch_size=default_batch_size(args),
         lr=default_lr(args), weight_decay=args.weight_decay, schedule=args.schedule, glico_p=args.glico_p,
         image_size=args.image_size,
-        max_test=args.max_test, echo=print, precision=args.precision, resume=args.resume,
+        max_test=args.max_test, echo=print, precision=args.precision, resume=args.resume, overwrite=args.overwrite,
     )
     print((Path(args.out) / "results.md").read_text())
     return 0

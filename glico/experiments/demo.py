@@ -131,7 +131,7 @@ def _fit_seed(cfg: DemoConfig, seed: int, pictures: Path | None, progress: bool)
     if pictures is not None:
         from glico.viz import plot_losses, write_fit_pictures
 
-        files = write_fit_pictures(model, pictures, train.labels)
+        files = write_fit_pictures(model, pictures, train.labels, train_images=train.images)
         files["losses"] = str(plot_losses(history, pictures / "losses.png"))
     return {"seed": seed, "state": model_state(model), "n_train": int(train.images.shape[0]),
             "n_scored": int(held.images.shape[0]), "files": files,

@@ -286,7 +286,8 @@ class _TrainCheckpoint:
 @torch.no_grad()
 def evaluate(classifier: nn.Module, images: torch.Tensor, labels: torch.Tensor, batch_size: int = 512,
              device: str = "cpu") -> dict[str, float]:
-    """Top-1 and top-5 accuracy (in %) of ``classifier`` on a labelled set.
+    """Top-1 and top-5 accuracy (in %) of ``classifier`` on a labelled set; ``top5`` is None with 5 classes
+    or fewer, where it would be 100 % by construction.
 
     Shape:
         images (N, C, H, W) in [0, 1], labels (N,)
@@ -303,7 +304,10 @@ def evaluate(classifier: nn.Module, images: torch.Tensor, labels: torch.Tensor, 
         top1 += int((top[:, 0] == y).sum())
         top5 += int((top == y[:, None]).any(1).sum())
     n = images.shape[0]
-    return {"top1": 100.0 * top1 / n, "top5": 100.0 * top5 / n}
+    if n == 0:
+        raise ValueError("evaluate needs at least one labelled image")
+    k = logits.shape[1]
+    return {"top1": 100.0 * top1 / n, "top5": 100.0 * top5 / n if k > 5 else None}
 
 
 OVERSAMPLE_TO = 5000

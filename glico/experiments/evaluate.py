@@ -184,7 +184,7 @@ def mean_ste(values: list[float]) -> tuple[float, float]:
 
 
 def run_evaluation(cfg: EvaluateConfig, out: Path, progress: bool = True, echo: Callable[[str], None] = print,
-                   resume: bool = False, fit_cache: Path | None = None) -> dict:
+                   resume: bool = False, fit_cache: Path | None = None, overwrite: bool = False) -> dict:
     """Run the evaluation grid and write results.json, results.md and results.png under ``out``.
 
     Every finished run is kept in ``out/runs.jsonl`` at once (:mod:`glico.experiments.runlog`), so an
@@ -210,7 +210,7 @@ def run_evaluation(cfg: EvaluateConfig, out: Path, progress: bool = True, echo: 
     # The device may change on resume, the arithmetic it resolves to may not; nor may anything but the version.
     kept = RunLog(out, {"command": "evaluate", "glico_version": __version__, "config": config,
                         "resolved_precision": precision},
-                  ("spc", "seed", "method"), resume=resume, free={"config.device", "glico_version"},
+                  ("spc", "seed", "method"), resume=resume, overwrite=overwrite, free={"config.device", "glico_version"},
                   added_later={"config.schedule": "step", "config.test_fraction": None})
     data = load_data(cfg.data, image_size=cfg.image_size, max_test=cfg.max_test, test_fraction=cfg.test_fraction)
     if cfg.validation is None:
@@ -275,11 +275,12 @@ def run_evaluation(cfg: EvaluateConfig, out: Path, progress: bool = True, echo: 
                     ran += 1
                     eta = (time.perf_counter() - started) / ran * (to_run - ran)
                     echo(f"  spc {spc:>3} seed {seed} {method:>18}: top-1 {acc['top1']:6.2f} %  "
-                         f"top-5 {acc['top5']:6.2f} %  ({acc['seconds']:.0f} s; {done}/{total} done, "
+                         + (f"top-5 {acc['top5']:6.2f} %  " if acc["top5"] is not None else "")
+                         + f"({acc['seconds']:.0f} s; {done}/{total} done, "
                          f"about {eta / 60:.1f} min left)")
     except KeyboardInterrupt:
         echo(f"glico evaluate: interrupted; {kept.interrupted_message()}")
-        raise
+        raise GridInterrupted from None
     summary = aggregate(runs)
     results = {
         "glico_version": __version__,
@@ -489,7 +490,8 @@ def aggregate(runs: list[dict], key: str = "method") -> list[dict]:
     for spc, name in keys:
         sel = [r for r in runs if r["spc"] == spc and r[key] == name]
         t1, s1 = mean_ste([r["top1"] for r in sel])
-        t5, s5 = mean_ste([r["top5"] for r in sel])
+        top5 = [r["top5"] for r in sel]
+        t5, s5 = mean_ste(top5) if None not in top5 else (None, None)  # None: 5 classes or fewer
         rows.append({"spc": spc, key: name, "top1": t1, "top1_ste": s1, "top5": t5, "top5_ste": s5,
                      "seeds": [r["seed"] for r in sel]})
     return rows
@@ -499,8 +501,9 @@ def markdown_table(summary: list[dict], cfg: EvaluateConfig) -> str:
     """One row per method, one column pair (top-1, top-5) per SPC: mean ± STE over seeds."""
     spcs = sorted({r["spc"] for r in summary})
     methods = list(dict.fromkeys(r["method"] for r in summary))
-    head = "| method | " + " | ".join(f"top-1 @ {s} spc | top-5 @ {s} spc" for s in spcs) + " |"
-    sep = "|---|" + "---|---|" * len(spcs)
+    top5 = any(r["top5"] is not None for r in summary)  # None with 5 classes or fewer: the column is left out
+    head = "| method | " + " | ".join(f"top-1 @ {s} spc" + (f" | top-5 @ {s} spc" if top5 else "") for s in spcs) + " |"
+    sep = "|---|" + ("---|---|" if top5 else "---|") * len(spcs)
     scored = ("the test set" if cfg.validation is None else
               f"validation images ({cfg.validation} per class held out of the training set; not the test set)")
     lines = [f"Accuracy (%) on {cfg.data}, {scored}, classifier {cfg.classifier}, mean ± STE over seeds "
@@ -509,7 +512,9 @@ def markdown_table(summary: list[dict], cfg: EvaluateConfig) -> str:
         cells = []
         for s in spcs:
             r = next(x for x in summary if x["spc"] == s and x["method"] == m)
-            cells += [f"{r['top1']:.2f} ± {r['top1_ste']:.2f}", f"{r['top5']:.2f} ± {r['top5_ste']:.2f}"]
+            cells.append(f"{r['top1']:.2f} ± {r['top1_ste']:.2f}")
+            if top5:
+                cells.append("–" if r["top5"] is None else f"{r['top5']:.2f} ± {r['top5_ste']:.2f}")
         lines.append(f"| {m} | " + " | ".join(cells) + " |")
     return "\n".join(lines) + "\n"
 
@@ -538,9 +543,9 @@ def plot_results(summary: list[dict], path: Path, title: str, key: str = "method
         rs = [next(r for r in summary if r[key] == m) for m in methods]
         ax.bar(range(len(rs)), [r["top1"] for r in rs], yerr=[r["top1_ste"] for r in rs], capsize=3)
         ax.set_xticks(range(len(rs)), methods, rotation=30, ha="right", fontsize=8)
-        lo = min(r["top1"] - r["top1_ste"] for r in rs)
-        ax.set_ylim(max(0.0, lo - 5), None)
         ax.set(xlabel=f"{key} ({spcs[0]} per class)")
+    # From 0, so that the bars' heights compare like the accuracies (a cut axis makes small gaps look large).
+    ax.set_ylim(0.0, min(100.0, 1.08 * max(r["top1"] + r["top1_ste"] for r in summary)) or 1.0)
     ax.set(ylabel="top-1 accuracy (%)", title=title)
     fig.tight_layout()
     fig.savefig(path, dpi=110)
@@ -563,7 +568,14 @@ def _methods(text: str) -> tuple[str, ...]:
 
 def add_evaluate_parser(sub, family_args: Callable[[argparse.ArgumentParser], None]) -> argparse.ArgumentParser:
     """Register ``glico evaluate`` on the CLI's subparsers."""
-    e = sub.add_parser("evaluate", help="downstream accuracy of GLICO vs augmentation baselines, mean ± STE over seeds")
+    e = sub.add_parser(
+        "evaluate", help="downstream accuracy of GLICO vs augmentation baselines, mean ± STE over seeds",
+        description="For each SPC and seed, train the same downstream classifier on the same split with the same "
+                    "budget for each method (only the batch augmentation differs) and report top-1 (and top-5) on "
+                    "the test set as mean ± standard error over seeds: results.json, results.md, results.png.",
+        epilog="example: glico evaluate --data folder:my_images/ --image-size 32 --spc 10 --seeds 0,1,2 "
+               "--methods baseline,autoaugment,glico,glico+autoaugment --classifier wrn-10-1 --epochs 16 "
+               "--batch-size 64 --weight-decay 5e-3 --schedule cosine --loss laplacian+pixel --out runs/eval")
     e.add_argument("--data", required=True, help="digits | cifar10:DIR | cifar100:DIR | cub:DIR | folder:PATH")
     e.add_argument("--spc", required=True, type=positive_int_list, help="samples per class, e.g. 10 or 10,25,50")
     e.add_argument("--seeds", default=(0, 1, 2), type=int_list, help="comma-separated seeds (default 0,1,2)")
@@ -640,8 +652,15 @@ def add_schedule_flags(parser: argparse.ArgumentParser) -> None:
                         help="learning-rate schedule: step (x0.2 at 30/60/80 %% of the budget) or cosine")
 
 
+class GridInterrupted(KeyboardInterrupt):
+    """Ctrl-C during a grid, after the grid said what it kept (the command line prints nothing more)."""
+
+
 def add_resume_flag(parser: argparse.ArgumentParser) -> None:
-    """``--resume`` of a grid (evaluate, ablate)."""
+    """``--resume`` and ``--overwrite`` of a grid (evaluate, ablate)."""
+    parser.add_argument("--overwrite", action="store_true",
+                        help="start afresh in an --out that holds finished runs (its runs.jsonl and results.json "
+                             "are kept as *.replaced)")
     parser.add_argument("--resume", action="store_true",
                         help="keep the finished runs in --out (runs.jsonl, written as each run ends) and run only the "
                              "missing ones; the settings must be the same. Without it, an --out holding finished runs "
@@ -675,6 +694,6 @@ def cmd_evaluate(args) -> int:
         schedule=args.schedule, validation=args.validation, glico_t=args.glico_t, glico_refresh=args.glico_refresh,
         test_fraction=args.test_fraction,
     )
-    run_evaluation(cfg, Path(args.out), progress=not args.quiet, resume=args.resume,
+    run_evaluation(cfg, Path(args.out), progress=not args.quiet, resume=args.resume, overwrite=args.overwrite,
                    fit_cache=None if args.fit_cache is None else Path(args.fit_cache))
     return 0

@@ -216,7 +216,11 @@ def _write(merged: dict, kind: str, out: Path) -> None:
 def add_merge_parser(sub):
     """Register ``glico merge`` on the CLI's subparsers."""
     m = sub.add_parser("merge", help="one table from several 'glico evaluate' / 'glico ablate' runs of one setting "
-                                     "(e.g. one process per seed)")
+                                     "(e.g. one process per seed)",
+                       description="Join the results of several 'glico evaluate' (or 'glico ablate') runs of one "
+                                   "setting, each a share of the grid (seeds, methods, rows), into the table one "
+                                   "command would have written. Settings that differ are refused.",
+                       epilog="example: glico merge runs/seed0 runs/seed1 runs/seed2 --out runs/all")
     m.add_argument("inputs", nargs="+", help="result folders (or their results.json)")
     m.add_argument("--out", required=True, help="folder for the merged results.json, results.md, results.png")
     m.set_defaults(func=cmd_merge)

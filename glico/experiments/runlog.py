@@ -39,7 +39,10 @@ class RunLog:
     """
 
     def __init__(self, out: Path | None, header: dict[str, Any], key: tuple[str, ...], *, resume: bool = False,
-                 free: Iterable[str] = (), added_later: Mapping[str, Any] | None = None) -> None:
+                 free: Iterable[str] = (), added_later: Mapping[str, Any] | None = None,
+                 overwrite: bool = False) -> None:
+        if resume and overwrite:
+            raise ValueError("--resume keeps the finished runs and --overwrite replaces them; give one of them")
         self.key, self.header = key, _plain(header)
         self.previous: dict[tuple, dict] = {}
         self.added = 0
@@ -49,14 +52,20 @@ class RunLog:
             if resume:
                 raise ValueError("resume needs the results folder of the interrupted grid (out=...)")
             return
+        if overwrite:
+            # The earlier grid's runs are kept aside (not deleted) until this grid writes its own results.
+            for name in (RUNS_FILE, "results.json"):
+                old = self.path.parent / name
+                if old.exists():
+                    os.replace(old, old.with_name(old.name + ".replaced"))
         self.nothing_to_resume = resume and not self.path.exists()
         # A header with no finished run (e.g. the data failed to load) holds nothing to lose: start afresh.
         saved, runs = self._read() if self.path.exists() else (None, [])
         if saved is not None and (runs or resume):
             if not resume:
                 raise ValueError(f"{self.path.parent} already holds {len(runs)} finished run(s) of a grid "
-                                 f"({RUNS_FILE}); pass --resume to keep them and run only the missing ones, or give "
-                                 f"another --out")
+                                 f"({RUNS_FILE}); pass --resume to keep them and run only the missing ones, "
+                                 f"--overwrite to replace them, or give another --out")
             problems = _differences(_with_implicit(saved, added_later or {}), self.header, set(free))
             if problems:
                 raise ValueError(f"cannot resume in {self.path.parent}: its runs were made with other settings "

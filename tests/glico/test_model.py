@@ -180,6 +180,7 @@ def test_augmenter_t_values_override_the_models():
     assert (a - b).abs().mean() < (a - far).abs().mean()
 
 
+@pytest.mark.filterwarnings("ignore:GLICOAugmenter. idx holds only values")  # repeated anchors on purpose
 def test_augmenter_partners_are_uniform_over_the_class_whatever_the_coin(monkeypatch):
     # The coin flip and the partner draw must be independent: a replaced example's partner is uniform
     # over the other members of its class (with one shared stream it was a function of the coin).

@@ -1,5 +1,6 @@
 """Friction a new user met between a folder of images and a result (issue 17), each checked here."""
 import json
+import re
 import warnings
 
 import numpy as np
@@ -127,3 +128,97 @@ def test_a_long_cpu_run_is_warned_about_with_its_estimated_time(monkeypatch, tmp
                  "--out", str(tmp_path / "e")]) == 0
     assert "WARNED" in capsys.readouterr().out
     assert seen[0][0] == "weak" and seen[0][4] == evaluate.steps_for(20, 128, 1)
+
+
+def test_reconstructions_png_puts_each_row_of_originals_above_its_reconstructions(tmp_path):
+    from glico.viz import save_grid, write_fit_pictures
+
+    m = GLICO(image_shape=(1, 8, 8), num_classes=3, code_dim=8, loss=PixelLoss(p=2))
+    x, y = toy_data(n_per_class=3)  # 9 images: 2 rows of up to 8
+    fit(m, x, y, config=FitConfig(epochs=1, progress=False))
+    write_fit_pictures(m, tmp_path, y, train_images=x)
+    save_grid(torch.zeros(32, 1, 8, 8), tmp_path / "four_rows.png", nrow=8)
+    assert Image.open(tmp_path / "reconstructions.png").size == Image.open(tmp_path / "four_rows.png").size
+    shown = np.asarray(Image.open(tmp_path / "reconstructions.png").convert("L"), dtype=np.float32) / 255
+    cell = shown[2:66, 2:66][::8, ::8]  # the first original, enlarged 8x by nearest neighbour
+    np.testing.assert_allclose(cell, x[0, 0].numpy(), atol=1 / 255)
+
+
+def test_top5_is_left_out_with_five_classes_or_fewer(tmp_path, capsys):
+    from tests.glico.test_classify import _write_folder
+
+    data = _write_folder(tmp_path / "three")
+    assert main(["evaluate", "--data", f"folder:{data}", "--spc", "2", "--seeds", "0", "--methods", "baseline",
+                 "--classifier", "weak", "--epochs", "1", "--quiet", "--out", str(tmp_path / "e")]) == 0
+    out = capsys.readouterr().out
+    results = json.loads((tmp_path / "e" / "results.json").read_text())
+    assert results["runs"][0]["top5"] is None and results["summary"][0]["top5"] is None
+    assert "top-5" not in (tmp_path / "e" / "results.md").read_text() and "top-5" not in out
+
+
+def test_results_plot_starts_at_zero(tmp_path, monkeypatch):
+    from matplotlib.figure import Figure
+
+    from glico.experiments.evaluate import plot_results
+
+    seen = []
+    real = Figure.savefig
+    monkeypatch.setattr(Figure, "savefig", lambda self, *a, **k: (seen.append(self.axes[0].get_ylim()), real(self, *a, **k)))
+    rows = [{"spc": 10, "method": m, "top1": v, "top1_ste": 0.5} for m, v in (("a", 61.0), ("b", 63.0))]
+    plot_results(rows, tmp_path / "bars.png", "t")
+    plot_results(rows + [{**r, "spc": 25, "top1": r["top1"] + 5} for r in rows], tmp_path / "lines.png", "t")
+    assert [lo for lo, _ in seen] == [0.0, 0.0] and all(hi > 68 for _, hi in seen)
+
+
+def test_sample_writes_a_gif_grid_and_refuses_an_unknown_suffix(tmp_path, capsys):
+    run = tmp_path / "run"
+    assert main(["fit", "--data", "digits", "--spc", "2", "--out", str(run), *FIT]) == 0
+    assert main(["sample", "--run", str(run), "--n", "2", "--out", str(tmp_path / "new.gif")]) == 0
+    assert (tmp_path / "new.gif").is_file() and Image.open(tmp_path / "new.gif").format == "GIF"
+    assert main(["sample", "--run", str(run), "--n", "2", "--out", str(tmp_path / "new.pdf")]) == 2
+    assert "not an image suffix" in capsys.readouterr().err and not (tmp_path / "new.pdf").exists()
+
+
+def test_an_interrupted_evaluate_says_so_once_and_overwrite_starts_afresh(tmp_path, monkeypatch, capsys):
+    import importlib
+
+    evaluate = importlib.import_module("glico.experiments.evaluate")
+    args = ["evaluate", "--data", "digits", "--spc", "2", "--seeds", "0", "--methods", "baseline,cutout",
+            "--classifier", "weak", "--epochs", "1", "--max-test", "30", "--quiet", "--out", str(tmp_path / "e")]
+    real, calls = evaluate.train_and_score, []
+
+    def stop_second(*a, **k):
+        calls.append(1)
+        if len(calls) == 2:
+            raise KeyboardInterrupt
+        return real(*a, **k)
+
+    monkeypatch.setattr(evaluate, "train_and_score", stop_second)
+    assert main(args) == 130
+    captured = capsys.readouterr()
+    said = [line for line in (captured.out + captured.err).splitlines() if "interrupted" in line]
+    assert len(said) == 1 and said[0].startswith("glico evaluate: interrupted; 1 finished run(s) kept")
+    monkeypatch.setattr(evaluate, "train_and_score", real)
+    assert main(args) == 2 and "--overwrite to replace them" in capsys.readouterr().err
+    assert main(args + ["--overwrite"]) == 0
+    assert (tmp_path / "e" / "runs.jsonl.replaced").is_file() and (tmp_path / "e" / "results.json").is_file()
+    assert main(args + ["--overwrite", "--resume"]) == 2
+
+
+def test_every_command_help_has_a_description_and_an_example(capsys):
+    for command in ("demo", "fit", "sample", "evaluate", "ablate", "merge", "train", "predict", "export"):
+        with pytest.raises(SystemExit):
+            main([command, "--help"])
+        text = capsys.readouterr().out
+        assert "example: glico " + command in text, command
+        usage_end = text.index("\n\n")
+        assert text[usage_end:].strip().split("\n")[0][:1].isupper(), command  # a description follows the usage
+
+
+def test_a_fit_shorter_than_one_log_interval_reports_its_first_and_last_loss(tmp_path, capsys):
+    run = tmp_path / "run"
+    assert main(["fit", "--data", "digits", "--spc", "2", "--out", str(run), *FIT]) == 0  # 10 steps < 50
+    history = json.loads((run / "history.json").read_text())
+    assert history["step"] == [1, 10] and history["reconstruction"][0] != history["reconstruction"][1]
+    first, last = re.search(r"reconstruction loss ([0-9.]+) -> ([0-9.]+)", capsys.readouterr().out).groups()
+    assert first != last
