@@ -640,7 +640,7 @@ def add_ablate_parser(sub, family_args: Callable[[argparse.ArgumentParser], None
         description="Run one of the paper's ablation tables: each row a GLICO composition, fitted per SPC and seed, "
                     "used to augment the same downstream classifier; writes results.json, results.md, results.png.",
         epilog="example: glico ablate --table 2 --data digits --spc 5 --seeds 0,1,2 --classifier weak --epochs 5 "
-               "--loss laplacian --out runs/table2")
+               "--loss laplacian+pixel --out runs/table2")
     a.add_argument("--table", required=True, choices=list(TABLES),
                    help="2: GLICO, Baseline, No Classifier, No Noise, Lerp, Transductive; 3: Latent Classifier, "
                         "Hypercube/ResNet Init, Additive Noise, Cosine Loss; 4: with/without AutoAugment; "
