@@ -190,12 +190,16 @@ class TrainedClassifier(nn.Module):
         for img in images:
             if img.dim() != 3 or img.shape[0] not in (1, 3, 4):
                 raise ValueError(f"an image must be (C, H, W) with C = 1, 3 or 4; got shape {tuple(img.shape)}")
-            img = img.detach().cpu()
-            img = img.float() / 255 if img.dtype == torch.uint8 else img.float()
-            if img.is_floating_point() and (img.min() < 0 or img.max() > 1):
-                raise ValueError("float images must hold values in [0, 1] (uint8 images 0..255)")
-            img = img[:3]
-            img = resize_center_crop(img, self.image_size)
+            img = img.detach().cpu()[:3]
+            if img.dtype == torch.uint8:
+                # Resized as 8-bit, then scaled: the order glico.data's loaders use, so that a file gets the
+                # pixels it gets in a data set loaded with image_size.
+                img = resize_center_crop(img, self.image_size).float() / 255
+            else:
+                img = img.float()
+                if img.min() < 0 or img.max() > 1:
+                    raise ValueError("float images must hold values in [0, 1] (uint8 images 0..255)")
+                img = resize_center_crop(img, self.image_size)
             if self.in_channels == 1 and img.shape[0] == 3:
                 img = sum(w * ch for w, ch in zip(_LUMA, img))[None]
             elif self.in_channels == 3 and img.shape[0] == 1:
@@ -303,7 +307,9 @@ def load_classifier(path: str | os.PathLike, device: str | torch.device = "cpu")
     try:
         state = torch.load(weights_file, map_location="cpu", weights_only=True)
     except Exception as e:  # any unreadable or unsafe file: never unpickled beyond tensors
-        raise ValueError(f"{weights_file} could not be read as tensors ({type(e).__name__}: {str(e)[:200]})") from None
+        raise ValueError(f"{weights_file} could not be read as a file of tensors ({type(e).__name__}): it is "
+                         f"truncated, corrupted, or not the weights.pt 'glico train' writes (files holding other "
+                         f"objects are never unpickled, for safety)") from None
     if not isinstance(state, dict) or not all(isinstance(v, torch.Tensor) for v in state.values()):
         raise ValueError(f"{weights_file} is not a state_dict of tensors")
     network = factory(channels, len(names), size)
@@ -431,11 +437,8 @@ def _check_fitted_on(glico_model, train) -> None:
 # ------------------------------------------------------------------------------------------ prediction
 def image_files(paths: Iterable[str | os.PathLike]) -> list[Path]:
     """The image files named by ``paths``: a file is taken as it is (whatever its suffix), a folder
-    contributes its image files (any depth, sorted, hidden ones skipped).
-
-    Raises:
-        FileNotFoundError: a path that does not exist.
-    """
+    contributes its image files (any depth, sorted, hidden ones skipped); a path that does not exist is
+    kept, and :func:`predict_files` gives it an error row."""
     from glico.data.decode import is_image_name
 
     out: list[Path] = []
@@ -446,10 +449,8 @@ def image_files(paths: Iterable[str | os.PathLike]) -> list[Path]:
                 dirnames[:] = sorted(d for d in dirnames if not d.startswith("."))
                 found += [Path(dirpath) / f for f in filenames if is_image_name(f)]
             out += sorted(found)
-        elif p.exists():
-            out.append(p)
         else:
-            raise FileNotFoundError(f"{p} does not exist (give image files or folders of them)")
+            out.append(p)  # a file, or a path that does not exist: predict_files reports it in its row
     return out
 
 
@@ -478,6 +479,8 @@ def predict_files(model: TrainedClassifier, files: Sequence[str | os.PathLike], 
                 try:
                     images.append(model.prepare([decode_file(f)])[0])
                     ok.append(True)
+                except FileNotFoundError:
+                    ok.append("no such file")
                 except (ValueError, OSError) as e:
                     ok.append(str(e).splitlines()[0][:300] or type(e).__name__)
             probs = model.probabilities(torch.stack(images), batch_size) if images else torch.empty(0, 1)
@@ -553,9 +556,14 @@ def export_classifier(model: TrainedClassifier, path: str | os.PathLike, fmt: st
     """
     if fmt not in EXPORT_FORMATS:
         raise ValueError(f"unknown export format {fmt!r}; valid: {', '.join(EXPORT_FORMATS)}")
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    net = model.network.cpu().eval()
+    import copy
+
+    final = Path(path)
+    if final.is_dir():
+        raise ValueError(f"{final} is a folder; give the file to write")
+    final.parent.mkdir(parents=True, exist_ok=True)
+    path = final.with_name(f".{final.stem}.tmp{final.suffix}")  # renamed over the target once it has been checked
+    net = copy.deepcopy(model.network).cpu().eval()  # the caller's model stays where it is
     g = torch.Generator().manual_seed(0)
     x = torch.rand(batch, model.in_channels, model.image_size, model.image_size, generator=g)
     with torch.no_grad():
@@ -591,7 +599,8 @@ def export_classifier(model: TrainedClassifier, path: str | os.PathLike, fmt: st
         except ImportError:
             log.warning("onnxruntime is not installed: the ONNX file was written but not checked against the "
                         "eager model (pip install onnxruntime)")
-            return {"path": str(path), "format": fmt, "max_abs_diff": None, "checked_with": None}
+            os.replace(path, final)
+            return {"path": str(final), "format": fmt, "max_abs_diff": None, "checked_with": None}
         session = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
         got = torch.from_numpy(session.run(["logits"], {"images": x.numpy()})[0])
         checked = f"onnxruntime {ort.__version__}"
@@ -599,8 +608,10 @@ def export_classifier(model: TrainedClassifier, path: str | os.PathLike, fmt: st
     if not torch.allclose(got, want, **EXPORT_TOLERANCE):
         path.unlink(missing_ok=True)
         raise ValueError(f"the {fmt} export's logits differ from the eager model's by up to {diff:.3g} (allowed: "
-                         f"atol {EXPORT_TOLERANCE['atol']}, rtol {EXPORT_TOLERANCE['rtol']}); nothing was written")
-    return {"path": str(path), "format": fmt, "max_abs_diff": diff, "checked_with": checked}
+                         f"atol {EXPORT_TOLERANCE['atol']}, rtol {EXPORT_TOLERANCE['rtol']}); {final} was not "
+                         f"written (an earlier file there is unchanged)")
+    os.replace(path, final)
+    return {"path": str(final), "format": fmt, "max_abs_diff": diff, "checked_with": checked}
 
 
 def _forward_arg(net: nn.Module) -> str:

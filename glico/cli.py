@@ -57,10 +57,11 @@ def _loss_name(text: str) -> str:
     return text
 
 
-def _family_args(p: argparse.ArgumentParser, classifier_flag: str = "--classifier", classifier_dest: str = "classifier") -> None:
+def _family_args(p: argparse.ArgumentParser, classifier_flag: str = "--classifier", classifier_dest: str = "classifier",
+                 title: str = "GLICO composition (defaults: the paper's choices)") -> None:
     """The GLICO composition flags (``classifier_flag`` names the conditional classifier f, which
     ``glico evaluate`` calls --glico-classifier since its --classifier is the downstream one)."""
-    g = p.add_argument_group("GLICO composition (defaults: the paper's choices)")
+    g = p.add_argument_group(title)
     g.add_argument("--generator", default="dcgan", choices=choices("generator"))
     g.add_argument("--loss", default="perceptual", type=_loss_name,
                    help=f"reconstruction loss: {', '.join(choices('loss'))}, or a sum 'a+b' (default: perceptual)")
@@ -232,8 +233,11 @@ RUN_FILES = ("checkpoint.pt", "run.json", "history.json", "samples.png", "recons
 _RESUME_FREE = {"glico_version", "fit.device", "fit.epochs"}  # fit.epochs: the fit loop judges an extension
 
 
-def _run_differences(saved: dict, now: dict, prefix: str = "") -> list[str]:
-    """'--flag: run.json has A, this command B' for every setting of ``now`` that differs from ``saved``."""
+def _run_differences(saved: dict, now: dict, prefix: str = "", file: str = "run.json",
+                     flags: dict[str, str] | None = None) -> list[str]:
+    """'--flag: FILE has A, this command B' for every setting of ``now`` that differs from ``saved``;
+    ``flags`` names the flag of a dotted entry whose flag is not ``--<its last part>``."""
+    flags = flags or {}
     out = []
     for key in sorted(set(saved) | set(now)):
         name = prefix + key
@@ -241,11 +245,12 @@ def _run_differences(saved: dict, now: dict, prefix: str = "") -> list[str]:
         if name in _RESUME_FREE or a == b:
             continue
         if isinstance(a, dict) and isinstance(b, dict):
-            out += _run_differences(a, b, name + ".")
+            out += _run_differences(a, b, name + ".", file, flags)
         elif key in ("class_names", "train_indices", "image_shape", "num_classes"):
             out.append(f"{name} (the data differ from the original fit's)")
         else:
-            out.append(f"--{key.replace('_', '-')}: run.json has {a!r}, this command {b!r}")
+            flag = flags.get(name, f"--{key.replace('_', '-')}")
+            out.append(f"{flag}: {file} has {a!r}, this command {b!r}")
     return out
 
 
@@ -263,8 +268,12 @@ def _resume_command(args) -> str:
             continue
         if isinstance(action, argparse._StoreTrueAction):
             parts.append(action.option_strings[-1])
+        elif isinstance(action, argparse.BooleanOptionalAction):
+            parts.append(action.option_strings[0] if value else action.option_strings[1])
         elif action.nargs in ("+", "*"):
             parts += list(map(str, value))
+        elif isinstance(value, (list, tuple)):  # comma-separated lists (--glico-t 0.1,0.2)
+            parts += [action.option_strings[-1], ",".join(map(str, value))]
         else:
             parts += [action.option_strings[-1], str(value)]
     return shlex.join(parts + ["--resume"])
@@ -320,7 +329,8 @@ def cmd_sample(args) -> int:
 
 # ---------------------------------------------------------------------------------------- train
 # What 'glico train' writes into its folder while training and when done.
-TRAIN_FILES = ("model.json", "weights.pt", "train.json", "train-state.pt")
+TRAIN_FILES = ("model.json", "weights.pt", "train.json", "train-state.pt", "model.torchscript.pt", "model.onnx",
+               "model.pt2")
 
 
 def _spc_or_all(text: str) -> int | str:
@@ -341,7 +351,10 @@ def _training_images(data, spc: int | str, seed: int):
 
 def cmd_train(args) -> int:
     """``glico train``: fit GLICO (or reuse ``--run``), train the final classifier on all the labelled
-    images with the chosen augmentation, write a model folder. Exit codes as ``glico fit``."""
+    images with the chosen augmentation, write a model folder. Exit codes as ``glico fit``.
+
+    Everything that can be refused (settings, data, image shape, the loss's weights files) is checked before
+    anything in ``--out`` is written or, with ``--overwrite``, removed."""
     from glico.classify import GLICO_RUN_DIR, MODEL_JSON, TRAIN_STATE, recipe_for, train_final_classifier
     from glico.data import load_data
     from glico.experiments.downstream import TrainInterrupted, resolve_precision
@@ -349,15 +362,26 @@ def cmd_train(args) -> int:
     from glico.training import FitInterrupted, NonFiniteLossError, resolve_device
 
     resolve_device(args.device)
+    if args.resume and args.overwrite:
+        raise ValueError("--resume continues the training in --out and --overwrite replaces it; give one of them")
     out = Path(args.out)
+    if out.exists() and not out.is_dir():
+        raise ValueError(f"--out {out} is a file; give a folder for the model")
     glico_method = args.method in GLICO_METHODS
     data_spec, image_size, test_fraction, fitted = args.data, args.image_size, args.test_fraction, None
     spc = "all" if args.spc is None else args.spc
     seed = 0 if args.seed is None else args.seed
+    fields = model_fields_from_args(args)
+    run_model = None
     if args.run is not None:
         if not glico_method:
             raise ValueError(f"--run gives a GLICO fit, but method {args.method!r} does not use one; drop --run or "
                              f"choose a glico method")
+        given = [a.option_strings[-1] for a in args.fit_parser._actions
+                 if a.dest in (*_COMPOSITION_DESTS, "fit_epochs") and getattr(args, a.dest) != a.default]
+        if given:
+            raise ValueError(f"--run reuses the fit in {args.run} with its own composition and budget, so "
+                             f"{', '.join(given)} would have no effect; drop {'it' if len(given) == 1 else 'them'}")
         fitted, payload = load_run(args.run, device=args.device)
         run = payload["extra"].get("run") or {}
         for flag, mine, theirs in (("--data", args.data, run.get("data")), ("--spc", args.spc, run.get("spc")),
@@ -371,6 +395,13 @@ def cmd_train(args) -> int:
         if run.get("transductive"):
             raise ValueError(f"{args.run} is a transductive fit (it also reconstructed the test images); glico train "
                              f"scores on the test set, so it needs a fit of the training images only")
+        trainer = payload["extra"].get("trainer") or {}
+        if trainer.get("step") is not None and trainer.get("total_steps") and trainer["step"] < trainer["total_steps"]:
+            print(f"glico train: note: the fit in {args.run} stopped at step {trainer['step']} of "
+                  f"{trainer['total_steps']}; the classifier is trained with an unfinished GLICO model (continue it "
+                  f"with 'glico fit ... --resume' first)", file=sys.stderr)
+        # The recipe records the fit that is used, not the flags' defaults.
+        run_model = {k: v for k, v in run.get("model", {}).items() if k not in ("image_shape", "num_classes")}
     if data_spec is None:
         raise ValueError("give --data SPEC (or --run RUN, a 'glico fit' folder, to reuse its fit and its data)")
     overrides = {k: v for k, v in {
@@ -378,18 +409,24 @@ def cmd_train(args) -> int:
         "weight_decay": args.weight_decay, "schedule": args.schedule, "precision": args.precision,
         "glico_p": args.glico_p, "glico_t": None if args.glico_t is None else tuple(args.glico_t),
         "glico_refresh": args.glico_refresh, "fit_epochs": args.fit_epochs}.items() if v is not None}
-    overrides["flip"] = data_spec.split(":")[0].strip() != "digits"  # digits are not mirror-symmetric
+    # digits are not mirror-symmetric; --flip / --no-flip decide for any data.
+    overrides["flip"] = (data_spec.split(":")[0].strip() != "digits") if args.flip is None else args.flip
     recipe = recipe_for(args.recipe, args.device, **overrides)
-    fields = model_fields_from_args(args)
-    if fields["loss"] is None:
-        fields["loss"] = recipe.model.get("loss", "perceptual")
-    recipe = recipe_for(args.recipe, args.device, **overrides, model={**recipe.model, **fields})
+    if run_model is not None:
+        model_fields = run_model
+        overrides["fit_epochs"] = int((run.get("fit") or {}).get("epochs", recipe.fit_epochs))
+    else:
+        if fields["loss"] is None:
+            fields["loss"] = recipe.model.get("loss", "perceptual")
+        model_fields = {**recipe.model, **fields}
+    recipe = recipe_for(args.recipe, args.device, **overrides, model=model_fields)
     resolve_precision(recipe.precision, args.device)
     settings = {"glico_version": __version__, "data": data_spec, "spc": spc, "seed": seed, "image_size": image_size,
                 "test_fraction": test_fraction,
                 "method": args.method, "run": None if args.run is None else str(Path(args.run).resolve()),
                 "recipe": recipe.to_dict(), "device": args.device}
     settings = json.loads(json.dumps(settings))
+    ours = _train_files_in(out)
     if args.resume:
         if not (out / "train.json").is_file():
             raise FileNotFoundError(f"--resume: {out} holds no training to resume (no train.json); run without "
@@ -397,31 +434,43 @@ def cmd_train(args) -> int:
         if (out / MODEL_JSON).is_file() and not (out / TRAIN_STATE).is_file():
             raise ValueError(f"--resume: the training in {out} has finished (model.json is written); use --overwrite "
                              f"to train again, or another --out")
-        differ = _run_differences(json.loads((out / "train.json").read_text()), settings)
+        differ = _run_differences(json.loads((out / "train.json").read_text()), settings, file="train.json",
+                                  flags=_TRAIN_FLAGS)
         differ = [d for d in differ if not d.startswith("--device")]
         if differ:
             raise ValueError(f"--resume: these settings differ from the training in {out}: {'; '.join(differ)}. "
                              f"Rerun with the original settings, or start a new training in another --out folder")
-    else:
-        earlier = [f for f in TRAIN_FILES + (GLICO_RUN_DIR,) if (out / f).exists()]
-        if earlier and not args.overwrite:
-            raise ValueError(f"{out} already holds a training ({', '.join(earlier)}); add --resume to continue it, "
-                             f"--overwrite to replace it, or give another --out")
-    out.mkdir(parents=True, exist_ok=True)
-    _setup_logging(out / "log.txt", verbose=args.verbose)
+    elif ours and not args.overwrite:
+        raise ValueError(f"{out} already holds a training ({', '.join(ours)}); add --resume to continue it, "
+                         f"--overwrite to replace it, or give another --out")
+    if glico_method and args.run is None and (out / GLICO_RUN_DIR).exists() and GLICO_RUN_DIR not in ours:
+        raise ValueError(f"{out / GLICO_RUN_DIR} exists and is not a GLICO fit written by glico train (no run.json or "
+                         f"checkpoint.pt); the fit goes there, so give another --out")
     data = load_data(data_spec, image_size=image_size, test_fraction=test_fraction)
     train, chosen = _training_images(data, spc, seed)
+    c, h, w = train.images.shape[1:]
+    if h != w:
+        raise ValueError(f"the classifier's images must be square; got {w}x{h} (width x height). Pass --image-size N "
+                         f"to resize the shorter side to N and centre-crop, N a power of two such as "
+                         f"{max(8, min(256, 1 << (min(h, w).bit_length() - 1)))}")
     if fitted is not None and len(fitted.labels) < len(train):
         raise ValueError(f"the fit in {args.run} has {len(fitted.labels)} codes but its split has {len(train)} images")
+    spec = None
+    if glico_method and fitted is None:
+        # Composed now (and thrown away) so that a composition that cannot be built (images the generator
+        # cannot make, a missing weights file) is refused before anything in --out changes.
+        spec = ModelSpec(image_shape=(c, h, w), num_classes=len(train.class_names), **recipe.model)
+        build_model(spec)
+    out.mkdir(parents=True, exist_ok=True)
+    _setup_logging(out / "log.txt", verbose=args.verbose)
     if not args.resume:
         if args.overwrite:
             import shutil
 
-            for f in TRAIN_FILES:
-                (out / f).unlink(missing_ok=True)
-            shutil.rmtree(out / GLICO_RUN_DIR, ignore_errors=True)
+            for f in ours:
+                target = out / f
+                shutil.rmtree(target) if target.is_dir() else target.unlink(missing_ok=True)
         (out / "train.json").write_text(json.dumps(settings, indent=2))
-    c, h, w = train.images.shape[1:]
     if torch.device(args.device).type == "cpu":
         from glico.experiments.downstream import steps_for
         from glico.experiments.evaluate import cpu_time_warning
@@ -437,23 +486,23 @@ def cmd_train(args) -> int:
     print(f"glico train: {data.name}, {len(train)} training images ({per_class}, {len(counts)} classes, {w}x{h}); "
           f"method {args.method}; {recipe.classifier}, {recipe.epochs} epochs, batch {recipe.batch_size}, "
           f"{recipe.schedule} schedule" + (f"; GLICO fit {recipe.fit_epochs} epochs, loss {recipe.model['loss']}, "
-                                           f"p {recipe.glico_p}" if glico_method and fitted is None else "")
+                                           f"p {recipe.glico_p}" if spec is not None else "")
           + f"; on {args.device}", file=sys.stderr)
     fit_extra = None
-    if glico_method and fitted is None:
-        spec = ModelSpec(image_shape=(c, h, w), num_classes=len(train.class_names), **recipe.model)
+    if spec is not None:
         run = {"glico_version": __version__, "data": data_spec, "spc": spc, "seed": seed, "image_size": image_size,
-               "test_fraction": test_fraction, "transductive": False, "class_names": list(train.class_names), "train_indices": chosen.tolist(),
-               "model": spec.to_dict(), "fit": {"epochs": recipe.fit_epochs, "batch_size": recipe.fit_batch_size,
-                                                "lr": 1e-3, "lr_codes": 1e-2, "device": args.device}}
+               "test_fraction": test_fraction, "transductive": False, "class_names": list(train.class_names),
+               "train_indices": chosen.tolist(), "model": spec.to_dict(),
+               "fit": {"epochs": recipe.fit_epochs, "batch_size": recipe.fit_batch_size, "lr": 1e-3, "lr_codes": 1e-2,
+                       "device": args.device}}
         run = json.loads(json.dumps(run))
         fit_extra = {"spec": spec.to_dict(), "run": run}
         (out / GLICO_RUN_DIR).mkdir(exist_ok=True)
         (out / GLICO_RUN_DIR / "run.json").write_text(json.dumps(run, indent=2))
+    if data.test is None:
+        print("glico train: note: the data have no test split, so the classifier is not scored (give "
+              "--test-fraction F to hold out a seeded share F of each class)", file=sys.stderr)
     try:
-        if data.test is None:
-            print("glico train: note: the data have no test split, so the classifier is not scored (give "
-                  "--test-fraction F to hold out a seeded share F of each class)", file=sys.stderr)
         model = train_final_classifier(train, args.method, recipe, seed=seed, device=args.device, test=data.test,
                                        glico_model=fitted, work_dir=out, resume=args.resume,
                                        progress=not args.quiet, fit_extra=fit_extra)
@@ -463,14 +512,14 @@ def cmd_train(args) -> int:
               f"state is saved in {e.checkpoint}.\nTo continue, run: {_resume_command(args)}", file=sys.stderr)
         return 130
     except NonFiniteLossError as e:
-        print(f"glico train: error: {e}", file=sys.stderr)
+        print(f"glico train: error: {e} To start this training again with other settings, add --overwrite.",
+              file=sys.stderr)
         return 2
     model.info.update({"data": data_spec, "spc": spc, "image_size": image_size, "test_fraction": test_fraction,
-                       "glico_run": settings["run"] or (str(out / GLICO_RUN_DIR) if fit_extra else None)})
+                       # inside the model folder: relative to it; a --run elsewhere: its absolute path
+                       "glico_run": settings["run"] or (GLICO_RUN_DIR if fit_extra else None)})
     model.save(out)
     if fit_extra is not None:
-        from glico.model import GLICO  # noqa: F401  (the fitted model is reloaded for its pictures)
-
         glico_model, _ = load_run(out / GLICO_RUN_DIR)
         _write_pictures(glico_model, out / GLICO_RUN_DIR, train)
     test = model.info.get("test")
@@ -479,6 +528,25 @@ def cmd_train(args) -> int:
     print(f"trained in {model.info['seconds']:.0f} s ({model.info['steps']} steps); {score}model folder: {out} "
           f"(model.json, weights.pt). Use it: glico predict --model {out} IMAGES_OR_FOLDERS")
     return 0
+
+
+# The GLICO composition flags' destinations (glico train refuses them with --run).
+_COMPOSITION_DESTS = ("generator", "loss", "vgg_weights", "init", "feature_weights", "feature_net", "noise",
+                      "interpolator", "classifier_f", "class_loss", "code_dim", "gamma")
+# train.json entries whose flag is not --<last part of the name>.
+_TRAIN_FLAGS = {"recipe.model.classifier": "--glico-classifier", "recipe.fit_epochs": "--fit-epochs",
+                "recipe.glico_p": "--glico-p", "recipe.glico_t": "--glico-t", "recipe.glico_refresh": "--glico-refresh",
+                "recipe.flip": "--flip/--no-flip", "run": "--run"}
+
+
+def _train_files_in(out: Path) -> list[str]:
+    """What an earlier ``glico train`` left in ``out`` (a ``glico/`` folder counts only with its run.json)."""
+    from glico.classify import GLICO_RUN_DIR
+
+    found = [f for f in TRAIN_FILES if (out / f).exists()]
+    if (out / GLICO_RUN_DIR / "run.json").is_file() or (out / GLICO_RUN_DIR / "checkpoint.pt").is_file():
+        found.append(GLICO_RUN_DIR)
+    return found
 
 
 # ---------------------------------------------------------------------------------------- predict
@@ -492,6 +560,8 @@ def cmd_predict(args) -> int:
     if not files:
         raise ValueError(f"no image files in {', '.join(map(str, args.paths))} (looked for files ending in "
                          f".jpg, .png, ... in the folders given)")
+    if args.out and Path(args.out).is_dir():
+        raise ValueError(f"--out {args.out} is a folder; give a file for the predictions (e.g. predictions.csv)")
     fmt = args.format or ("jsonl" if args.out and args.out.endswith((".jsonl", ".ndjson")) else "csv")
     rows = predict_files(model, files, top_k=args.top_k, batch_size=args.batch_size, progress=not args.quiet)
     if args.out:
@@ -525,6 +595,8 @@ def cmd_export(args) -> int:
     model = load_classifier(args.model)
     default = {"torchscript": "model.torchscript.pt", "onnx": "model.onnx", "pt2": "model.pt2"}[args.format]
     out = Path(args.out) if args.out else Path(args.model) / default
+    if out.is_dir() or (args.out and args.out.endswith(("/", os.sep))):
+        raise ValueError(f"--out {args.out} is a folder; give the file to write (e.g. {Path(args.out) / default})")
     try:
         result = export_classifier(model, out, args.format)
     except ImportError as e:
@@ -702,13 +774,16 @@ def _add_model_parsers(sub) -> None:
                    help="resize the shorter side to this and centre-crop (needed for images that are not square "
                         "or not all the same size)")
     add_test_fraction_flag(t)
+    t.add_argument("--flip", default=None, action=argparse.BooleanOptionalAction,
+                   help="random horizontal flips in the standard augmentation (default: on, off for digits)")
     t.add_argument("--device", default="cpu", help="cpu | cuda | cuda:N")
     t.add_argument("--resume", action="store_true",
                    help="continue the interrupted training in --out (same command) from its saved state")
     t.add_argument("--overwrite", action="store_true", help="replace the training already in --out")
     t.add_argument("--quiet", action="store_true", help="no progress bars")
     t.add_argument("--verbose", action="store_true", help="INFO log lines on the console (always in log.txt)")
-    _family_args(t, "--glico-classifier", "classifier_f")
+    _family_args(t, "--glico-classifier", "classifier_f",
+                 title="GLICO composition (defaults: the paper's choices, the loss the --recipe's; not with --run)")
     t.set_defaults(loss=None, func=cmd_train, fit_parser=t)
     for action in t._actions:
         if action.dest == "loss":
@@ -751,7 +826,7 @@ def main(argv: list[str] | None = None) -> int:
         torch.set_num_threads(args.threads)
     try:
         return args.func(args)
-    except (ValueError, FileNotFoundError, RuntimeError, TypeError, FloatingPointError) as e:  # FPE: non-finite fit
+    except (ValueError, OSError, RuntimeError, TypeError, FloatingPointError) as e:  # FPE: non-finite fit
         if os.environ.get("GLICO_DEBUG"):
             raise
         print(f"glico {args.command}: error: {e}", file=sys.stderr)

@@ -243,6 +243,7 @@ class _TrainCheckpoint:
             "optimizer": opt.state_dict(), "scheduler": sched_state,
             "g_host": g_host.get_state(), "g_dev": g_dev.get_state().cpu(), "torch_rng": torch.get_rng_state(),
             "perm": perm.cpu(), "pos": pos, "policy": policy_state(policy) if policy is not None else None,
+            "device_type": g_dev.device.type, "threads": torch.get_num_threads(),
         }
         atomic_torch_save(payload, self.path)
         self.last = time.monotonic()
@@ -268,6 +269,14 @@ class _TrainCheckpoint:
                     "classifier": "the classifier's class", "shapes": "the classifier's shape"}
             raise ValueError(f"cannot resume from {self.path}: {', '.join(what[k] for k in differ)} differ from the "
                              f"training that wrote it; start a new training instead")
+        if state.get("device_type", "cpu") != dev.type:
+            raise ValueError(f"cannot resume from {self.path} on {dev.type}: the training started on "
+                             f"{state.get('device_type')!r}, and its random streams continue only on that kind of "
+                             f"device; resume it there (or start a new training)")
+        if dev.type == "cpu" and state.get("threads") not in (None, torch.get_num_threads()):
+            log.warning("the training was checkpointed with %s CPU threads and resumes with %d: CPU results depend on "
+                        "the thread count, so the weights will not be bit-identical to an uninterrupted run (set "
+                        "--threads %s)", state["threads"], torch.get_num_threads(), state["threads"])
         self.classifier.load_state_dict(state["classifier"])
         opt.load_state_dict(state["optimizer"])
         sched_state = dict(state["scheduler"])

@@ -15,6 +15,7 @@ from glico.classify import (TrainedClassifier, export_classifier, folder_accurac
                             predict_files, recipe_for, train_final_classifier)
 from glico.cli import main
 from glico.data import load_data
+from glico.data.decode import decode_file
 from tests.glico.toy_data import toy_data
 from tolerances import tol
 
@@ -167,7 +168,7 @@ def test_bad_model_folders_are_refused_clearly(trained, tmp_path):
 def test_train_refuses_a_used_folder_and_mismatched_run_flags(trained, folder, capsys):
     assert main(["train", "--data", f"folder:{folder}", "--out", str(trained), *FAST]) == 2
     assert "--resume to continue it, --overwrite" in capsys.readouterr().err
-    assert main(["train", "--run", str(trained / "glico"), "--spc", "2", "--out", str(trained / "x"), *FAST]) == 2
+    assert main(["train", "--run", str(trained / "glico"), "--spc", "2", "--out", str(trained / "x"), *FAST[:4]]) == 2
     assert "--spc 2 differs from the fit" in capsys.readouterr().err
     assert main(["train", "--run", str(trained / "glico"), "--method", "mixup", "--out", str(trained / "x")]) == 2
     assert main(["train", "--out", str(trained / "x")]) == 2
@@ -179,8 +180,7 @@ def test_train_with_run_equals_train_that_fits(folder, tmp_path):
     fit_args = ["--epochs", "3", "--loss", "pixel", "--code-dim", "8", "--quiet", "--spc", "3"]
     assert main(["fit", "--data", f"folder:{folder}", "--out", str(tmp_path / "run"), *fit_args]) == 0
     down = ["--classifier", "weak", "--epochs", "1", "--quiet"]
-    assert main(["train", "--run", str(tmp_path / "run"), "--out", str(tmp_path / "a"), *down,
-                 "--loss", "pixel", "--code-dim", "8", "--fit-epochs", "3"]) == 0
+    assert main(["train", "--run", str(tmp_path / "run"), "--out", str(tmp_path / "a"), *down]) == 0
     assert main(["train", "--data", f"folder:{folder}", "--spc", "3", "--out", str(tmp_path / "b"), *down,
                  "--loss", "pixel", "--code-dim", "8", "--fit-epochs", "3"]) == 0
     a = torch.load(tmp_path / "a" / "weights.pt", weights_only=True)
@@ -271,3 +271,93 @@ def test_python_api(folder):
         recipe_for("fast")
     with pytest.raises(ValueError, match="unknown method"):
         train_final_classifier(data.train, "glico++", recipe)
+
+
+def test_overwrite_removes_only_trains_own_files_and_only_after_the_checks(trained, folder, tmp_path):
+    import shutil
+
+    out = tmp_path / "m"
+    shutil.copytree(trained, out)
+    assert main(["export", "--model", str(out), "--format", "pt2"]) == 0
+    (out / "notes.txt").write_text("mine")
+    before = (out / "weights.pt").read_bytes()
+    # A check that fails (square images needed) leaves the earlier model whole.
+    wide = _write_folder(tmp_path / "wide", n_train=2, n_test=1, width=12)
+    assert main(["train", "--data", f"folder:{wide}", "--out", str(out), "--overwrite", *FAST]) == 2
+    assert (out / "weights.pt").read_bytes() == before and (out / "model.pt2").is_file()
+    # A retry with the fix the error names is not blocked by the failed attempt.
+    fresh = tmp_path / "fresh"
+    assert main(["train", "--data", f"folder:{wide}", "--out", str(fresh), *FAST]) == 2
+    assert not (fresh / "train.json").exists()
+    assert main(["train", "--data", f"folder:{wide}", "--out", str(fresh), "--image-size", "8", *FAST]) == 0
+    # --overwrite replaces the model and removes its stale exports, nothing else of the user's.
+    assert main(["train", "--data", f"folder:{folder}", "--out", str(out), "--overwrite", "--method", "baseline",
+                 *FAST]) == 0
+    assert not (out / "model.pt2").exists() and not (out / "glico").exists() and (out / "notes.txt").is_file()
+    assert json.loads((out / "model.json").read_text())["method"] == "baseline"
+
+
+def test_a_folder_that_is_not_trains_is_left_alone(folder, tmp_path, capsys):
+    out = tmp_path / "pkg"
+    (out / "glico").mkdir(parents=True)
+    (out / "glico" / "__init__.py").write_text("# someone's package")
+    assert main(["train", "--data", f"folder:{folder}", "--out", str(out), *FAST]) == 2
+    assert "is not a GLICO fit written by glico train" in capsys.readouterr().err
+    assert main(["train", "--data", f"folder:{folder}", "--out", str(out), "--overwrite", *FAST]) == 2
+    assert (out / "glico" / "__init__.py").is_file()
+    (tmp_path / "afile").write_text("x")
+    assert main(["train", "--data", f"folder:{folder}", "--out", str(tmp_path / "afile"), *FAST]) == 2
+    assert "is a file" in capsys.readouterr().err
+
+
+def test_run_takes_the_fits_composition_and_refuses_composition_flags(folder, tmp_path, capsys):
+    run = tmp_path / "run"
+    assert main(["fit", "--data", f"folder:{folder}", "--spc", "3", "--out", str(run), "--epochs", "2",
+                 "--loss", "pixel", "--code-dim", "8", "--quiet"]) == 0
+    assert main(["train", "--run", str(run), "--out", str(tmp_path / "x"), "--code-dim", "64", *FAST[:4]]) == 2
+    assert "--code-dim would have no effect" in capsys.readouterr().err
+    assert main(["train", "--run", str(run), "--out", str(tmp_path / "y"), *FAST[:4], "--quiet"]) == 0
+    recipe = json.loads((tmp_path / "y" / "model.json").read_text())["recipe"]
+    assert recipe["model"]["loss"] == "pixel" and recipe["model"]["code_dim"] == 8 and recipe["fit_epochs"] == 2
+
+
+def test_predict_matches_the_test_set_after_a_resize_and_reports_missing_files(tmp_path, capsys):
+    wide = _write_folder(tmp_path / "wide", n_train=3, n_test=3, size=9, width=13)
+    out = tmp_path / "m"
+    assert main(["train", "--data", f"folder:{wide}", "--image-size", "8", "--out", str(out), *FAST]) == 0
+    want = json.loads((out / "model.json").read_text())["test"]["top1"]
+    model = load_classifier(out)
+    data = load_data(f"folder:{wide}", image_size=8)
+    files = image_files([wide / "test"])
+    prepared = torch.cat([model.prepare([decode_file(f)]) for f in files])
+    torch.testing.assert_close(prepared, data.test.images, rtol=0, atol=0)  # the loader's pixels exactly
+    rows = predict_files(model, files + [tmp_path / "missing.png"], progress=False)
+    assert folder_accuracy(rows, model.class_names)["top1"] == pytest.approx(want)
+    assert rows[-1]["error"] == "no such file" and rows[-1]["class"] is None
+    assert main(["predict", "--model", str(out), str(wide / "test"), str(tmp_path / "missing.png"), "--quiet",
+                 "--out", str(tmp_path / "p.csv")]) == 0
+    assert main(["predict", "--model", str(out), str(wide / "test"), "--out", str(tmp_path)]) == 2
+    assert "is a folder" in capsys.readouterr().err
+    assert main(["export", "--model", str(out), "--out", str(tmp_path)]) == 2
+    assert "is a folder" in capsys.readouterr().err
+
+
+def test_the_printed_resume_command_runs_and_refusals_name_the_right_flag(folder, tmp_path, monkeypatch, capsys):
+    import shlex
+
+    from glico.experiments import policies
+
+    real = policies.build_policy
+    monkeypatch.setattr(policies, "build_policy", lambda *a, **k: _SignalAt(real(*a, **k), 2))
+    out = tmp_path / "m"
+    args = ["train", "--data", f"folder:{folder}", "--out", str(out), "--glico-t", "0.2,0.3", "--no-flip", *FAST]
+    assert main(args) == 130
+    command = capsys.readouterr().err.split("To continue, run: ")[1].strip()
+    monkeypatch.setattr(policies, "build_policy", real)
+    assert main(args + ["--resume", "--glico-classifier", "none"]) == 2
+    err = capsys.readouterr().err
+    assert "--glico-classifier: train.json has 'weak', this command 'none'" in err
+    words = shlex.split(command)
+    assert words[0] == "glico" and "--no-flip" in words and "0.2,0.3" in words
+    assert main(words[1:]) == 0
+    assert json.loads((out / "model.json").read_text())["recipe"]["flip"] is False
