@@ -2,9 +2,7 @@
 predict on the test folder reproduces train's test score, export round-trips, a stopped training resumes
 to the uninterrupted weights, and bad model folders, files and flags get clear errors."""
 import json
-import os
 import re
-import signal
 
 import numpy as np
 import pytest
@@ -16,7 +14,7 @@ from glico.classify import (TrainedClassifier, export_classifier, folder_accurac
 from glico.cli import main
 from glico.data import load_data
 from glico.data.decode import decode_file
-from tests.glico.toy_data import toy_data
+from tests.glico.signal_at import SignalAt
 from tolerances import tol
 
 FAST = ["--classifier", "weak", "--epochs", "1", "--fit-epochs", "3", "--loss", "pixel", "--code-dim", "8", "--quiet"]
@@ -204,28 +202,11 @@ def test_train_on_a_split_scores_what_evaluate_scores(tmp_path):
     assert tr["recipe"]["flip"] is False  # digits are not mirror-symmetric, as in evaluate
 
 
-class _SignalAt:
-    def __init__(self, inner, at):
-        self.inner, self.at, self.calls = inner, at, 0
-
-    def __call__(self, images, labels, idx):
-        self.calls += 1
-        if self.calls == self.at:
-            os.kill(os.getpid(), signal.SIGINT)
-        return self.inner(images, labels, idx)
-
-    def state_dict(self):
-        return self.inner.state_dict()
-
-    def load_state_dict(self, state):
-        self.inner.load_state_dict(state)
-
-
 def test_an_interrupted_train_resumes_to_the_uninterrupted_model(trained, folder, tmp_path, monkeypatch, capsys):
     from glico.experiments import policies
 
     real = policies.build_policy
-    monkeypatch.setattr(policies, "build_policy", lambda *a, **k: _SignalAt(real(*a, **k), 3))
+    monkeypatch.setattr(policies, "build_policy", lambda *a, **k: SignalAt(real(*a, **k), 3))
     out = tmp_path / "m"
     assert main(["train", "--data", f"folder:{folder}", "--out", str(out), *FAST]) == 130
     err = capsys.readouterr().err
@@ -348,7 +329,7 @@ def test_the_printed_resume_command_runs_and_refusals_name_the_right_flag(folder
     from glico.experiments import policies
 
     real = policies.build_policy
-    monkeypatch.setattr(policies, "build_policy", lambda *a, **k: _SignalAt(real(*a, **k), 2))
+    monkeypatch.setattr(policies, "build_policy", lambda *a, **k: SignalAt(real(*a, **k), 2))
     out = tmp_path / "m"
     args = ["train", "--data", f"folder:{folder}", "--out", str(out), "--glico-t", "0.2,0.3", "--no-flip", *FAST]
     assert main(args) == 130

@@ -1,9 +1,6 @@
 """A checkpointed downstream training stopped by a signal resumes to the weights of the uninterrupted one,
 for every kind of policy state (per-call seeds, GLICO draws, a GLICO bank, a composition), and refuses a
 checkpoint of another training."""
-import os
-import signal
-
 import pytest
 import torch
 
@@ -11,9 +8,10 @@ from glico import GLICO
 from glico.augment import GLICOAugmenter
 from glico.classifiers import WeakCNN
 from glico.experiments.downstream import TrainConfig, TrainInterrupted, train_classifier
-from glico.experiments.policies import build_policy, load_policy_state, policy_state
+from glico.experiments.policies import build_policy
 from glico.losses import PixelLoss
 from glico.training import FitConfig, fit
+from tests.glico.signal_at import SignalAt
 from tests.glico.toy_data import toy_data
 
 STEPS = 9
@@ -28,25 +26,6 @@ def fitted():
     m = GLICO(image_shape=(1, 8, 8), num_classes=3, code_dim=8, loss=PixelLoss(p=2))
     fit(m, x, y, config=FitConfig(epochs=2, progress=False))
     return m, x, y
-
-
-class SignalAt:
-    """The policy ``inner``, sending SIGINT to this process during its ``at``-th call (1-based)."""
-
-    def __init__(self, inner, at):
-        self.inner, self.at, self.calls = inner, at, 0
-
-    def __call__(self, images, labels, idx):
-        self.calls += 1
-        if self.calls == self.at:
-            os.kill(os.getpid(), signal.SIGINT)
-        return self.inner(images, labels, idx)
-
-    def state_dict(self):
-        return policy_state(self.inner)
-
-    def load_state_dict(self, state):
-        load_policy_state(self.inner, state)
 
 
 def _policy(name, fitted, refresh=None):
