@@ -342,3 +342,11 @@ def test_the_printed_resume_command_runs_and_refusals_name_the_right_flag(folder
     assert words[0] == "glico" and "--no-flip" in words and "0.2,0.3" in words
     assert main(words[1:]) == 0
     assert json.loads((out / "model.json").read_text())["recipe"]["flip"] is False
+
+
+def test_onnx_without_its_packages_says_what_to_install(trained, tmp_path, monkeypatch, capsys):
+    import sys
+
+    monkeypatch.setitem(sys.modules, "onnxscript", None)  # an import of it now fails
+    assert main(["export", "--model", str(trained), "--format", "onnx", "--out", str(tmp_path / "m.onnx")]) == 2
+    assert "pip install 'glico[onnx]'" in capsys.readouterr().err and not (tmp_path / "m.onnx").exists()
