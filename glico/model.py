@@ -237,11 +237,7 @@ class GLICO(nn.Module):
         codes = self._require_fitted()
         if idx is None:
             idx = torch.arange(codes.num_codes, device=codes.weight.device)
-        was = self.generator.training
-        self.generator.eval()
-        out = self.generator(self.generator_inputs(codes.weight[idx.to(codes.weight.device)], seed))
-        self.generator.train(was)
-        return out
+        return self._generate(self.generator_inputs(codes.weight[idx.to(codes.weight.device)], seed))
 
     @torch.no_grad()
     def sample_from(self, idx: torch.Tensor, seed: int = 0) -> torch.Tensor:
@@ -256,11 +252,7 @@ class GLICO(nn.Module):
         if bool((self.labels[idx] < 0).any()):
             raise ValueError("sample_from needs labelled anchors; some rows of idx are unlabelled (transductive) codes")
         inputs = self.interpolator.sample_inputs(codes.weight.detach(), idx, self.class_index, self.t_values, self.noise, seed)
-        was = self.generator.training
-        self.generator.eval()
-        out = self.generator(inputs)
-        self.generator.train(was)
-        return out
+        return self._generate(inputs)
 
     @torch.no_grad()
     def sample(self, labels: torch.Tensor | Sequence[int], seed: int = 0) -> torch.Tensor:
@@ -298,13 +290,18 @@ class GLICO(nn.Module):
         codes = self._require_fitted().weight.detach()
         t = torch.linspace(0, 1, steps, device=codes.device)
         z = self.interpolator(codes[i].expand(steps, -1), codes[j].expand(steps, -1), t)
-        was = self.generator.training
-        self.generator.eval()
         # The same ε (same seed) for every point of the path, so only the code moves.
         inputs = torch.cat([self.generator_inputs(z[k : k + 1], seed) for k in range(steps)])
-        out = self.generator(inputs)
-        self.generator.train(was)
-        return out
+        return self._generate(inputs)
+
+    def _generate(self, inputs: torch.Tensor) -> torch.Tensor:
+        """The generator in eval mode on ``inputs``; its train/eval mode is restored even if it raises."""
+        was = self.generator.training
+        self.generator.eval()
+        try:
+            return self.generator(inputs)
+        finally:
+            self.generator.train(was)
 
     # ---------------------------------------------------------------- convenience
     def fit(self, images: torch.Tensor, labels: torch.Tensor, unlabeled: torch.Tensor | None = None,

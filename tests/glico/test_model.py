@@ -266,6 +266,30 @@ def test_mismatched_generator_and_noise_is_refused():
               generator=DCGANGenerator(16 + 32, 8, 1), noise=NoNoise())
 
 
+def test_generating_runs_the_generator_in_eval_mode_and_restores_its_mode_even_on_error(monkeypatch):
+    x, y = toy_data()
+    m = small_model()
+    fit(m, x, y, config=FitConfig(epochs=1, progress=False))
+    seen = []
+    m.generator.register_forward_pre_hook(lambda mod, args: seen.append(mod.training))
+    for mode in (True, False):
+        m.generator.train(mode)
+        m.reconstruct()
+        m.sample([0, 1])
+        m.interpolate(0, 1, steps=3)
+        assert m.generator.training is mode
+    assert seen and not any(seen)
+
+    def broken(*args):
+        raise RuntimeError("generator failed")
+
+    m.generator.train(True)
+    monkeypatch.setattr(m.generator, "forward", broken)
+    with pytest.raises(RuntimeError, match="generator failed"):
+        m.reconstruct()
+    assert m.generator.training
+
+
 def test_same_seed_same_result():
     x, y = toy_data()
     outs = []
