@@ -8,7 +8,6 @@ partner draw, the generator; nothing waits on the host.
 from __future__ import annotations
 
 import warnings
-from contextlib import contextmanager
 from typing import Sequence
 
 import torch
@@ -110,7 +109,7 @@ class GLICOAugmenter:
             return torch.where(replace[:, None, None, None], bank, images)
         inputs = self._inputs(idx, substream(seed, 1))
         subset = images.device.type == "cpu" if self.only_replaced is None else self.only_replaced
-        with self._eval_generator() as generator:
+        with self.model._eval_generator() as generator:
             if not subset:
                 synth = generator(inputs).to(images.device, images.dtype)
                 return torch.where(replace[:, None, None, None], synth, images)
@@ -157,19 +156,8 @@ class GLICOAugmenter:
         return model.interpolator.sample_inputs(codes, idx.to(codes.device), model.class_index, self.t_values,
                                                 model.noise, seed, check_indices=self.check_inputs)
 
-    @contextmanager
-    def _eval_generator(self):
-        """The generator in eval mode (no batch statistics), its mode restored afterwards."""
-        generator = self.model.generator
-        was = generator.training
-        generator.eval()
-        try:
-            yield generator
-        finally:
-            generator.train(was)
-
     def _draw_bank(self, images: torch.Tensor, seed: int) -> torch.Tensor:
         """One new image per row of the code table (same draws as a call with idx = 0..N-1 and p = 1)."""
         inputs = self._inputs(torch.arange(self.model.codes.weight.shape[0]), seed)
-        with self._eval_generator() as generator:
+        with self.model._eval_generator() as generator:
             return torch.cat([generator(chunk).to(images.device, images.dtype) for chunk in inputs.split(self.bank_chunk)])

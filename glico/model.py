@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import logging
 import math
+from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Any, Sequence
 
@@ -237,7 +238,8 @@ class GLICO(nn.Module):
         codes = self._require_fitted()
         if idx is None:
             idx = torch.arange(codes.num_codes, device=codes.weight.device)
-        return self._generate(self.generator_inputs(codes.weight[idx.to(codes.weight.device)], seed))
+        with self._eval_generator() as generator:
+            return generator(self.generator_inputs(codes.weight[idx.to(codes.weight.device)], seed))
 
     @torch.no_grad()
     def sample_from(self, idx: torch.Tensor, seed: int = 0) -> torch.Tensor:
@@ -252,7 +254,8 @@ class GLICO(nn.Module):
         if bool((self.labels[idx] < 0).any()):
             raise ValueError("sample_from needs labelled anchors; some rows of idx are unlabelled (transductive) codes")
         inputs = self.interpolator.sample_inputs(codes.weight.detach(), idx, self.class_index, self.t_values, self.noise, seed)
-        return self._generate(inputs)
+        with self._eval_generator() as generator:
+            return generator(inputs)
 
     @torch.no_grad()
     def sample(self, labels: torch.Tensor | Sequence[int], seed: int = 0) -> torch.Tensor:
@@ -292,16 +295,21 @@ class GLICO(nn.Module):
         z = self.interpolator(codes[i].expand(steps, -1), codes[j].expand(steps, -1), t)
         # The same ε (same seed) for every point of the path, so only the code moves.
         inputs = torch.cat([self.generator_inputs(z[k : k + 1], seed) for k in range(steps)])
-        return self._generate(inputs)
+        with self._eval_generator() as generator:
+            return generator(inputs)
 
-    def _generate(self, inputs: torch.Tensor) -> torch.Tensor:
-        """The generator in eval mode on ``inputs``; its train/eval mode is restored even if it raises."""
-        was = self.generator.training
-        self.generator.eval()
+    @contextmanager
+    def _eval_generator(self):
+        """The generator in eval mode (no batch statistics), its train/eval mode restored afterwards,
+        also when it raises. Every method that makes images (here and in :class:`glico.augment.GLICOAugmenter`)
+        runs it through this."""
+        generator = self.generator
+        was = generator.training
+        generator.eval()
         try:
-            return self.generator(inputs)
+            yield generator
         finally:
-            self.generator.train(was)
+            generator.train(was)
 
     # ---------------------------------------------------------------- convenience
     def fit(self, images: torch.Tensor, labels: torch.Tensor, unlabeled: torch.Tensor | None = None,
