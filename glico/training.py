@@ -46,7 +46,9 @@ from glico.model import GLICO, UNLABELED
 log = logging.getLogger(__name__)
 
 # Settings that decide the fit's trajectory: a resumed fit must use the checkpoint's values.
-TRAJECTORY_SETTINGS = ("epochs", "batch_size", "lr", "lr_codes", "betas", "cosine", "seed")
+TRAJECTORY_SETTINGS = ("epochs", "batch_size", "oversample_to", "lr", "lr_codes", "betas", "cosine", "seed")
+#: Trajectory settings added after checkpoints were first written: what an older checkpoint's fit used.
+_SETTINGS_ADDED_LATER = {"oversample_to": 0}
 TRAINER_STATE_VERSION = 1
 
 
@@ -55,9 +57,14 @@ class FitConfig:
     """Settings of a GLICO fit.
 
     Args:
-        epochs: passes over the (labelled + unlabelled) images (default 200, as the command line and
-            ``glico evaluate``; the paper states no fit budget).
-        batch_size: images per step (capped at the number of images).
+        epochs: epochs of the fit (default 200, the paper's "we train GLICO for 200 epochs"). An epoch is
+            one pass over the (labelled + unlabelled) images, or several with ``oversample_to``.
+        batch_size: images per step (capped at the number of images: a step's images are distinct).
+        oversample_to: 0 (default): an epoch is one pass over the images. N: an epoch is
+            ``ceil(N / n_images)`` passes (each with its own shuffle), so a small split gets the steps of a
+            set of N images, as the paper oversamples small training sets "in proportion to the size of the
+            training set" (its ~40 s per CIFAR-100 epoch fits epochs of the full 50 000-image size, not of
+            the split). A set of N images or more is passed once per epoch. See :meth:`steps`.
         lr: Adam learning rate of the generator and classifier.
         lr_codes: learning rate of the codes (lazy Adam on the batch's rows, as SparseAdam).
         betas: Adam betas for all three. The paper gives no optimiser settings for the fit: these
@@ -104,6 +111,7 @@ class FitConfig:
 
     epochs: int = 200
     batch_size: int = 128
+    oversample_to: int = 0
     lr: float = 1e-3
     lr_codes: float = 1e-2
     betas: tuple[float, float] = (0.5, 0.999)
@@ -127,6 +135,9 @@ class FitConfig:
     def __post_init__(self) -> None:
         if self.epochs < 1 or self.batch_size < 1:
             raise ValueError(f"epochs and batch_size must be >= 1; got epochs={self.epochs}, batch_size={self.batch_size}")
+        if isinstance(self.oversample_to, bool) or not isinstance(self.oversample_to, int) or self.oversample_to < 0:
+            raise ValueError(f"oversample_to must be 0 (one pass per epoch) or a number of images >= 1; "
+                             f"got {self.oversample_to!r}")
         if not (self.lr > 0 and self.lr_codes > 0 and math.isfinite(self.lr) and math.isfinite(self.lr_codes)):
             raise ValueError(f"learning rates must be finite and > 0; got lr={self.lr}, lr_codes={self.lr_codes}")
         if self.log_every < 1:
@@ -144,6 +155,19 @@ class FitConfig:
         if not isinstance(self.compile, bool) and self.compile not in COMPILE_MODES:
             raise ValueError(f"compile must be True/False or a torch.compile mode ({', '.join(COMPILE_MODES)}); "
                              f"got {self.compile!r}")
+
+    def passes_per_epoch(self, n_images: int) -> int:
+        """Passes over ``n_images`` images that make one epoch: ``max(1, ceil(oversample_to / n_images))``."""
+        if n_images < 1:
+            raise ValueError(f"n_images must be >= 1; got {n_images}")
+        return max(1, math.ceil(self.oversample_to / n_images))
+
+    def steps(self, n_images: int) -> int:
+        """Steps of a fit on ``n_images`` images (labelled + unlabelled): ``epochs`` × passes per epoch ×
+        ``ceil(n / min(batch_size, n))``. CIFAR-10 at 10 per class (100 images), batch 128: 200 steps;
+        with ``oversample_to=5000``, 200 × 50 = 10 000 steps."""
+        batch = min(self.batch_size, n_images)
+        return self.epochs * self.passes_per_epoch(n_images) * math.ceil(n_images / batch)
 
 
 @dataclass
@@ -266,8 +290,10 @@ def fit(
         all_labels = torch.cat([labels, torch.full((unlabeled.shape[0],), UNLABELED, dtype=torch.long)])
     n = all_images.shape[0]
     batch = min(config.batch_size, n)
-    steps_per_epoch = math.ceil(n / batch)
-    total_steps = config.epochs * steps_per_epoch
+    passes = config.passes_per_epoch(n)
+    steps_per_pass = math.ceil(n / batch)
+    steps_per_epoch = passes * steps_per_pass
+    total_steps = config.steps(n)
     fingerprint = data_fingerprint(all_images, all_labels)
 
     g = torch.Generator().manual_seed(config.seed)
@@ -351,11 +377,14 @@ def fit(
             for epoch in range(step // steps_per_epoch, config.epochs):
                 first = step - epoch * steps_per_epoch
                 if first == 0 or perm is None:
-                    # A fresh epoch draws its permutation; a resumed one continues the saved one.
-                    perm = torch.randperm(n, generator=g)
+                    # A fresh epoch draws its permutations (one per pass); a resumed one continues the saved ones.
+                    perm = torch.cat([torch.randperm(n, generator=g) for _ in range(passes)])
                 perm_dev = perm.to(device)
                 for k in range(first, steps_per_epoch):
-                    idx = perm_dev[k * batch : (k + 1) * batch]
+                    # Batches never straddle two passes, so a batch's rows are distinct (the code optimiser's rule).
+                    p, j = divmod(k, steps_per_pass)
+                    lo = p * n + j * batch
+                    idx = perm_dev[lo : min(lo + batch, (p + 1) * n)]
                     target = None if target_cache is None else select_prepared(target_cache, idx)
                     with autocast():
                         losses = model.step_losses(data[idx], idx, noise_generator=noise_gen, prepared_target=target)
@@ -496,7 +525,7 @@ def _load_for_resume(model: GLICO, config: FitConfig, fingerprint: str, device: 
         raise ValueError(f"cannot resume from {path}: its trainer state has version {trainer.get('version')}, "
                          f"this glico reads version {TRAINER_STATE_VERSION}")
     check_composition(payload, model, path)
-    saved = payload["extra"].get("fit_config", {})
+    saved = {**_SETTINGS_ADDED_LATER, **payload["extra"].get("fit_config", {})}
     mine = _plain(config)
     # A changed budget: without a schedule the trajectory does not depend on it, so the fit may be extended
     # (or resumed with a budget it has not passed yet) and becomes the fit that had the new budget from the

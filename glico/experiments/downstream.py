@@ -324,7 +324,25 @@ OVERSAMPLE_TO = 5000
 
 def steps_for(n_train: int, batch_size: int, epochs: int, oversample_to: int = OVERSAMPLE_TO) -> int:
     """Iteration budget of ``epochs`` passes over the training set oversampled to at least
-    ``oversample_to`` images, as the paper does for small splits ("we oversampled the training set in
-    proportion to the size of the training set"). CIFAR-10 at 10 per class, batch 128, 200 epochs:
-    200 × ceil(5000 / 128) = 8000 steps."""
+    ``oversample_to`` images. CIFAR-10 at 10 per class, batch 128, 200 epochs: 200 × ceil(5000 / 128) =
+    8000 steps with this library's default of 5000; with the paper's rule ("we oversampled the training
+    set in proportion to the size of the training set ... with 50 samples per class in CIFAR-100, we
+    trained the model ×10 iterations", i.e. an epoch of a split has the steps of an epoch of the full
+    training set: ``oversample_to`` = its size, :func:`resolve_oversample`), 200 × ceil(50000 / 128) =
+    78 200 steps."""
     return max(1, epochs * math.ceil(max(n_train, oversample_to) / batch_size))
+
+
+def resolve_oversample(value: int | str, n_full: int) -> int:
+    """An oversampling setting as a number of images: ``"full"`` is ``n_full`` (the size of the full
+    training set a split is drawn from: the paper's rule), a number is itself, 0 is none.
+
+    Raises:
+        ValueError: anything else (the message says what is accepted).
+    """
+    if value == "full":
+        return int(n_full)
+    if isinstance(value, bool) or not isinstance(value, int) or value < 0:
+        raise ValueError(f"oversampling must be 'full' (the size of the full training set) or a number of images "
+                         f">= 0; got {value!r}")
+    return value

@@ -23,8 +23,17 @@ import torch
 from torch import nn
 
 from glico import __version__
-from glico.experiments.downstream import PRECISIONS, TrainConfig, evaluate, resolve_precision, steps_for, train_classifier
-from glico.experiments.policies import build_policy, policy_names
+from glico.experiments.downstream import (
+    OVERSAMPLE_TO,
+    PRECISIONS,
+    TrainConfig,
+    evaluate,
+    resolve_oversample,
+    resolve_precision,
+    steps_for,
+    train_classifier,
+)
+from glico.experiments.policies import ERASING_SCALE, build_policy, cutout_size_for, policy_names
 from glico.experiments.runlog import RunLog
 from glico.interpolation import check_t_values
 from glico._argtypes import (int_list, nonnegative_float, positive_float, positive_int, positive_int_list, probability,
@@ -36,35 +45,75 @@ log = logging.getLogger(__name__)
 GLICO_METHODS = tuple(m for m in policy_names() if "glico" in m.split("+"))
 
 
-def _downstream_classifiers() -> dict[str, Callable[[int, int, int], nn.Module]]:
+def _downstream_classifiers(pretrained: Any = None) -> dict[str, Callable[[int, int, int], nn.Module]]:
     """Downstream classifier names (the CLI's ``--classifier``) -> factory(in_channels, num_classes, size).
-    Any other WideResNet is named ``wrn-DEPTH-K`` (:func:`downstream_classifier`)."""
+    Any other WideResNet is named ``wrn-DEPTH-K`` (:func:`downstream_classifier`). ``pretrained``: the
+    torchvision classifiers' ``weights`` (an enum, a file path or None)."""
     from glico.classifiers import VGG19, ResNet50, WeakCNN, WideResNet
 
+    weights = {name: _pretrained_weights(name, pretrained) for name in PRETRAINABLE}
     return {
         "wrn-28-10": lambda c, k, s: WideResNet(depth=28, widen_factor=10, num_classes=k, in_channels=c),
         "wrn-28-2": lambda c, k, s: WideResNet(depth=28, widen_factor=2, num_classes=k, in_channels=c),
         "wrn-16-1": lambda c, k, s: WideResNet(depth=16, widen_factor=1, num_classes=k, in_channels=c),
-        "resnet50": lambda c, k, s: ResNet50(num_classes=k, in_channels=c),
-        "vgg19": lambda c, k, s: VGG19(num_classes=k, in_channels=c),
+        "resnet50": lambda c, k, s: ResNet50(num_classes=k, in_channels=c, weights=weights["resnet50"]),
+        "vgg19": lambda c, k, s: VGG19(num_classes=k, in_channels=c, weights=weights["vgg19"]),
         "weak": lambda c, k, s: WeakCNN(in_channels=c, num_classes=k, image_size=s),
     }
+
+
+#: The downstream classifiers that take pretrained weights (torchvision's), and what ``imagenet`` means for
+#: each: the ImageNet weights torchvision had when the paper was written (IMAGENET1K_V1).
+PRETRAINABLE = ("resnet50", "vgg19")
+
+
+def _pretrained_weights(name: str, pretrained: Any) -> Any:
+    """``pretrained`` (None, ``"imagenet"``, a file path, or already a weights enum) as ``weights=`` of
+    the torchvision classifier ``name``."""
+    if pretrained != "imagenet":
+        return pretrained
+    from torchvision.models import ResNet50_Weights, VGG19_Weights
+
+    return {"resnet50": ResNet50_Weights.IMAGENET1K_V1, "vgg19": VGG19_Weights.IMAGENET1K_V1}[name]
+
+
+def check_pretrained(classifier: str, pretrained: str | None) -> None:
+    """Refuse, before any work, pretrained weights that cannot be used: for a classifier that takes none,
+    a file that does not exist, or ImageNet weights that are neither in torch's hub cache nor downloadable
+    (the message says where the file goes and what else to pass). Fetching them here also fills the cache.
+
+    Raises:
+        ValueError: ``classifier`` is not one of :data:`PRETRAINABLE`.
+        FileNotFoundError: ``pretrained`` names a file that does not exist.
+        RuntimeError: the ImageNet weights could not be had.
+    """
+    if pretrained is None:
+        return
+    if classifier not in PRETRAINABLE:
+        raise ValueError(f"pretrained weights are for the torchvision classifiers ({', '.join(PRETRAINABLE)}); "
+                         f"{classifier!r} is trained from random initialisation. Drop --pretrained or use "
+                         f"--classifier resnet50")
+    from glico.classifiers.torchvision_models import _fetch_state_dict
+
+    _fetch_state_dict(_pretrained_weights(classifier, pretrained))
 
 
 _WRN_NAME = re.compile(r"wrn-(\d+)-(\d+)")
 
 
-def downstream_classifier(name: str) -> Callable[[int, int, int], nn.Module]:
+def downstream_classifier(name: str, pretrained: Any = None) -> Callable[[int, int, int], nn.Module]:
     """The factory ``(in_channels, num_classes, image_size) -> classifier`` of a downstream classifier name:
     one of :func:`_downstream_classifiers`, or ``wrn-DEPTH-K`` for any WideResNet (DEPTH = 6n + 4 >= 10,
     K >= 1; e.g. ``wrn-16-1``, 0.18 M parameters, the CPU-sized recipe of docs/reproducing.md).
+    ``pretrained`` (``"imagenet"``, a file path or None) is passed to the torchvision classifiers
+    (:data:`PRETRAINABLE`; :func:`check_pretrained` refuses it for the others).
 
     Raises:
         ValueError: an unknown name or an impossible WideResNet (the message says what is accepted).
     """
     from glico.classifiers import WideResNet
 
-    table = _downstream_classifiers()
+    table = _downstream_classifiers(pretrained)
     if name in table:
         return table[name]
     m = _WRN_NAME.fullmatch(name) if isinstance(name, str) else None
@@ -101,8 +150,11 @@ class EvaluateConfig:
         methods: batch policies to compare (see :func:`glico.experiments.policies.policy_names`).
         classifier: downstream classifier name (``wrn-28-10``, ``resnet50``, ``vgg19``, ``weak``, any
             ``wrn-DEPTH-K``; :func:`downstream_classifier`).
-        epochs: classifier budget in epochs of the training set oversampled to 5000 images
-            (:func:`steps_for`); the paper's 200 gives 8000 steps at batch 128.
+        epochs: classifier budget in epochs of the training set oversampled to ``oversample_to`` images
+            (:func:`steps_for`); the paper's 200 gives 8000 steps at batch 128 with the default 5000.
+        oversample_to: the downstream oversampling: a number of images (default 5000, this library's
+            rule), or ``"full"``: the size of the full training set the split is drawn from (the paper's
+            rule, "in proportion to the size of the training set": 50 000 on CIFAR).
         batch_size, lr, weight_decay: the SGD recipe (paper: 128 / 0.1 for 32 px; 16 / 0.001 for CUB;
             weight decay 5e-4).
         schedule: ``step`` (x0.2 at 30 / 60 / 80 % of the budget, the WideResNet schedule) or ``cosine``.
@@ -111,8 +163,20 @@ class EvaluateConfig:
         glico_refresh: None (default): fresh GLICO draws at every step; k: a bank of one new image per
             training example, drawn anew every k steps (:class:`glico.augment.GLICOAugmenter`'s
             ``refresh_every``).
-        fit_epochs: GLICO fit budget.
-        model: the GLICO composition by names (see :class:`glico.names.ModelSpec` fields), without
+        fit_epochs: GLICO fit budget, in epochs (paper: 200).
+        fit_oversample_to: the fit's oversampling (:class:`glico.training.FitConfig`'s ``oversample_to``):
+            0 (default): an epoch is one pass over the split; a number of images, or ``"full"`` (the full
+            training set's size), as ``oversample_to``.
+        baseline_p: None (default): each augmentation policy at its own paper's setting (on every example;
+            Random Erasing with p = 0.5); a probability: each example replaced with it by its augmented
+            version (the GLICO paper's protocol: 0.5; :class:`glico.experiments.policies.Replace`).
+        cutout_size: Cutout's square side (None: per dataset, :func:`glico.experiments.policies.cutout_size_for`:
+            16 px on 32 px images, 8 px on CIFAR-100).
+        erasing_scale: Random Erasing's area range (default torchvision's (0.02, 0.33); the Random Erasing
+            paper's is (0.02, 0.4)).
+        pretrained: weights of a torchvision downstream classifier (``resnet50``, ``vgg19``): None (random
+            initialisation, default), ``"imagenet"`` (torchvision's IMAGENET1K_V1, through torch's hub
+            cache), or the path of a local state dict.        model: the GLICO composition by names (see :class:`glico.names.ModelSpec` fields), without
             image_shape / num_classes.
         image_size: resize images (needed for folders of mixed sizes and for CUB).
         max_test: evaluate on a fixed stratified subsample of the test set (None: all of it).
@@ -149,6 +213,12 @@ class EvaluateConfig:
     glico_t: tuple[float, ...] | None = None
     glico_refresh: int | None = None
     test_fraction: float | None = None
+    oversample_to: int | str = OVERSAMPLE_TO
+    fit_oversample_to: int | str = 0
+    baseline_p: float | None = None
+    cutout_size: int | None = None
+    erasing_scale: tuple[float, float] = ERASING_SCALE
+    pretrained: str | None = None
 
     def __post_init__(self) -> None:
         valid = policy_names()
@@ -156,6 +226,13 @@ class EvaluateConfig:
         if bad:
             raise ValueError(f"unknown method(s) {', '.join(bad)}; valid: {', '.join(valid)}")
         downstream_classifier(self.classifier)
+        resolve_oversample(self.oversample_to, 1)
+        resolve_oversample(self.fit_oversample_to, 1)
+        # The policy settings are checked where they are used; build one policy now so bad values fail here.
+        build_policy("baseline", num_classes=1, policy_p=self.baseline_p, cutout_size=self.cutout_size,
+                     erasing_scale=self.erasing_scale)
+        if self.pretrained is not None and self.classifier not in PRETRAINABLE:
+            check_pretrained(self.classifier, self.pretrained)
         if self.schedule not in SCHEDULES:
             raise ValueError(f"schedule must be one of {', '.join(SCHEDULES)}; got {self.schedule!r}")
         if self.validation is not None and (isinstance(self.validation, bool) or not isinstance(self.validation, int)
@@ -199,31 +276,41 @@ def run_evaluation(cfg: EvaluateConfig, out: Path, progress: bool = True, echo: 
     """
     from glico.augment import GLICOAugmenter
     from glico.data import load_data, small_sample_split, validation_split
-    from glico.training import resolve_device
+    from glico.training import FitConfig, resolve_device
 
     resolve_device(cfg.device)
     precision = resolve_precision(cfg.precision, cfg.device)  # refuses bf16 off CUDA before any work
+    check_pretrained(cfg.classifier, cfg.pretrained)  # before the data: a missing weights file is refused at once
     total = len(cfg.spcs) * len(cfg.seeds) * len(cfg.methods)
     config = {**asdict(cfg), "spcs": list(cfg.spcs), "seeds": list(cfg.seeds), "methods": list(cfg.methods),
-              "glico_t": None if cfg.glico_t is None else list(cfg.glico_t)}
+              "glico_t": None if cfg.glico_t is None else list(cfg.glico_t), "erasing_scale": list(cfg.erasing_scale)}
     # Before the data are loaded (minutes for CUB), so that a folder that will be refused is refused at once.
     # The device may change on resume, the arithmetic it resolves to may not; nor may anything but the version.
     kept = RunLog(out, {"command": "evaluate", "glico_version": __version__, "config": config,
                         "resolved_precision": precision},
                   ("spc", "seed", "method"), resume=resume, overwrite=overwrite, free={"config.device", "glico_version"},
-                  added_later={"config.schedule": "step", "config.test_fraction": None})
+                  added_later={"config.schedule": "step", "config.test_fraction": None,
+                               "config.oversample_to": OVERSAMPLE_TO, "config.fit_oversample_to": 0,
+                               "config.baseline_p": None, "config.cutout_size": None,
+                               "config.erasing_scale": list(ERASING_SCALE), "config.pretrained": None})
     data = load_data(cfg.data, image_size=cfg.image_size, max_test=cfg.max_test, test_fraction=cfg.test_fraction)
     if cfg.validation is None:
         data.require_test("glico evaluate")
     c, h, w = data.train.images.shape[1:]
     k = len(data.train.class_names)
     flip = data.name != "digits"  # digits are not mirror-symmetric
-    factory = downstream_classifier(cfg.classifier)
+    factory = downstream_classifier(cfg.classifier, cfg.pretrained)
+    n_full = int(data.train.images.shape[0])
+    oversample = resolve_oversample(cfg.oversample_to, n_full)
+    fit_oversample = resolve_oversample(cfg.fit_oversample_to, n_full)
+    policy_settings = {"policy_p": cfg.baseline_p, "erasing_scale": tuple(cfg.erasing_scale),
+                       "cutout_size": cfg.cutout_size if cfg.cutout_size is not None else cutout_size_for(data.name, h)}
     scored_on = "test" if cfg.validation is None else "validation"
     if cfg.validation is not None:  # refused now, not after the first fit, when the classes are too small
         validation_split(data.train, max(cfg.spcs), cfg.seeds[0], cfg.validation)
     if torch.device(cfg.device).type == "cpu":
-        steps_total = sum(steps_for(s * k, cfg.batch_size, cfg.epochs) for s in cfg.spcs) * len(cfg.seeds) * len(cfg.methods)
+        steps_total = (sum(steps_for(s * k, cfg.batch_size, cfg.epochs, oversample) for s in cfg.spcs)
+                       * len(cfg.seeds) * len(cfg.methods))
         warning = cpu_time_warning(cfg.classifier, (c, h, w), k, min(cfg.batch_size, min(cfg.spcs) * k), steps_total,
                                    "glico evaluate")
         if warning:
@@ -250,14 +337,14 @@ def run_evaluation(cfg: EvaluateConfig, out: Path, progress: bool = True, echo: 
                 tcfg = downstream_config(train.images.shape[0], h, epochs=cfg.epochs, batch_size=cfg.batch_size,
                                          lr=cfg.lr, weight_decay=cfg.weight_decay, flip=flip, seed=seed,
                                          device=cfg.device, progress=progress, precision=cfg.precision,
-                                         cosine=cfg.schedule == "cosine")
+                                         cosine=cfg.schedule == "cosine", oversample_to=oversample)
                 augmenter = None
                 fit_info: dict[str, Any] = {}
                 if any(m in GLICO_METHODS for m in todo):
                     model, fit_info = fit_glico(cfg.model, train, seed=seed, epochs=cfg.fit_epochs,
                                                 batch_size=cfg.fit_batch_size, device=cfg.device, progress=progress,
                                                 samples_png=out / f"samples-spc{spc}-seed{seed}.png",
-                                                cache_dir=fit_cache)
+                                                cache_dir=fit_cache, oversample_to=fit_oversample)
                     augmenter = GLICOAugmenter(model, p=cfg.glico_p, seed=seed, t_values=cfg.glico_t,
                                                refresh_every=cfg.glico_refresh)
                 for method in cfg.methods:
@@ -267,7 +354,7 @@ def run_evaluation(cfg: EvaluateConfig, out: Path, progress: bool = True, echo: 
                         runs.append(previous)
                         continue
                     acc = train_and_score(method, factory, train, held_out, tcfg, augmenter=augmenter, seed=seed,
-                                          desc=f"{method} spc{spc} s{seed}")
+                                          desc=f"{method} spc{spc} s{seed}", **policy_settings)
                     run = {"spc": spc, "seed": seed, "method": method, **acc,
                            "steps": tcfg.steps, "fit": fit_info if method in GLICO_METHODS else None}
                     kept.add(run)
@@ -286,7 +373,12 @@ def run_evaluation(cfg: EvaluateConfig, out: Path, progress: bool = True, echo: 
         "glico_version": __version__,
         "config": config,
         "scored_on": scored_on,
-        "recipe": {"steps_per_run": {str(s): steps_for(s * k, cfg.batch_size, cfg.epochs) for s in cfg.spcs},
+        "recipe": {"steps_per_run": {str(s): steps_for(s * k, cfg.batch_size, cfg.epochs, oversample) for s in cfg.spcs},
+                   "oversample_to": oversample,
+                   "fit_steps": {str(s): FitConfig(epochs=cfg.fit_epochs, batch_size=cfg.fit_batch_size,
+                                                   oversample_to=fit_oversample).steps(s * k) for s in cfg.spcs},
+                   "baseline_p": cfg.baseline_p, "cutout_size": policy_settings["cutout_size"],
+                   "erasing_scale": list(cfg.erasing_scale), "pretrained": cfg.pretrained,
                    "optimizer": optimizer_text(cfg.schedule, cfg.weight_decay),
                    "precision": precision,
                    "standard_augmentation": f"random crop (pad {max(1, h // 8)})" + (" + horizontal flip" if flip else "")},
@@ -351,11 +443,11 @@ def cpu_time_warning(classifier: str, image_shape: tuple[int, int, int], num_cla
 # ------------------------------------------------------------------ one split (shared with glico ablate)
 def downstream_config(n_train: int, image_size: int, *, epochs: int, batch_size: int, lr: float, weight_decay: float,
                       flip: bool, seed: int, device: str, progress: bool, precision: str = "auto",
-                      cosine: bool = False) -> TrainConfig:
-    """The downstream recipe for one split: the same budget (:func:`steps_for`) for every method compared,
-    batch capped at the split's size, random-crop padding of 1/8 of the image side, the step schedule
-    (or a cosine one)."""
-    return TrainConfig(steps=steps_for(n_train, batch_size, epochs), batch_size=min(batch_size, n_train), lr=lr,
+                      cosine: bool = False, oversample_to: int = OVERSAMPLE_TO) -> TrainConfig:
+    """The downstream recipe for one split: the same budget (:func:`steps_for` with ``oversample_to``) for
+    every method compared, batch capped at the split's size, random-crop padding of 1/8 of the image side,
+    the step schedule (or a cosine one)."""
+    return TrainConfig(steps=steps_for(n_train, batch_size, epochs, oversample_to), batch_size=min(batch_size, n_train), lr=lr,
                        weight_decay=weight_decay, crop_pad=max(1, image_size // 8), flip=flip, seed=seed,
                        device=device, progress=progress, precision=precision, cosine=cosine)
 
@@ -369,7 +461,7 @@ def optimizer_text(schedule: str, weight_decay: float) -> str:
 def fit_glico(model: Mapping[str, Any], train, *, seed: int, epochs: int, batch_size: int = 128, device: str = "cpu",
               unlabeled: torch.Tensor | None = None, progress: bool = True, samples_png: Path | None = None,
               cache_dir: Path | None = None, checkpoint: Path | None = None, resume: bool = False,
-              checkpoint_extra: dict[str, Any] | None = None):
+              checkpoint_extra: dict[str, Any] | None = None, oversample_to: int = 0):
     """Compose the GLICO model named by ``model`` (fields of :class:`glico.names.ModelSpec` without
     image_shape / num_classes) for ``train`` and fit it on that split.
 
@@ -380,6 +472,8 @@ def fit_glico(model: Mapping[str, Any], train, *, seed: int, epochs: int, batch_
             fitted code table, in order, so a :class:`glico.augment.GLICOAugmenter` indexes them directly.
         seed: seeds the model's initial weights (``torch.manual_seed``) and the fit.
         epochs, batch_size, device: the fit budget and where it runs.
+        oversample_to: 0 (default): an epoch is one pass over the images; N: ``ceil(N / n)`` passes
+            (:class:`glico.training.FitConfig`).
         unlabeled: images reconstructed without the classification term (transductive or
             semi-supervised mode); they get the code table's last rows.
         samples_png: if given, a grid of 8 samples per class is written there.
@@ -405,8 +499,10 @@ def fit_glico(model: Mapping[str, Any], train, *, seed: int, epochs: int, batch_
     spec = ModelSpec(image_shape=(c, h, w), num_classes=len(train.class_names), **model)
     torch.manual_seed(seed)
     glico_model = build_model(spec)
-    cached = None if cache_dir is None else (
-        Path(cache_dir) / f"fit-{_fit_key(spec, train, unlabeled, seed=seed, epochs=epochs, batch_size=batch_size, device=torch.device(device).type)}.pt")
+    # A plain fit keeps the key it had before oversampling existed, so older caches still serve it.
+    budget = {"seed": seed, "epochs": epochs, "batch_size": batch_size, "device": torch.device(device).type,
+              **({"oversample_to": oversample_to} if oversample_to else {})}
+    cached = None if cache_dir is None else Path(cache_dir) / f"fit-{_fit_key(spec, train, unlabeled, **budget)}.pt"
     if cached is not None and cached.is_file():
         from glico.checkpoint import check_composition, load_model_state, read_checkpoint
 
@@ -420,9 +516,10 @@ def fit_glico(model: Mapping[str, Any], train, *, seed: int, epochs: int, batch_
         t0 = time.perf_counter()
         ckpt = {} if checkpoint is None else {"checkpoint": str(checkpoint), "resume": resume}
         hist = fit(glico_model, train.images, train.labels, unlabeled=unlabeled,
-                   config=FitConfig(epochs=epochs, batch_size=batch_size, seed=seed, device=device, progress=progress,
-                                    **ckpt), checkpoint_extra=checkpoint_extra)
-        info = {"seconds": round(time.perf_counter() - t0, 1), "reconstruction_last": hist.reconstruction[-1]}
+                   config=FitConfig(epochs=epochs, batch_size=batch_size, oversample_to=oversample_to, seed=seed,
+                                    device=device, progress=progress, **ckpt), checkpoint_extra=checkpoint_extra)
+        info = {"seconds": round(time.perf_counter() - t0, 1), "steps": hist.step[-1],
+                "reconstruction_last": hist.reconstruction[-1]}
         if unlabeled is not None:
             info["n_unlabeled"] = int(unlabeled.shape[0])
         if cached is not None:
@@ -458,7 +555,8 @@ def _fit_key(spec, train, unlabeled: torch.Tensor | None, **budget: Any) -> str:
 
 
 def train_and_score(method: str, factory: Callable[[int, int, int], nn.Module], train, test, config: TrainConfig, *,
-                    augmenter=None, seed: int = 0, desc: str = "train") -> dict[str, float]:
+                    augmenter=None, seed: int = 0, desc: str = "train", policy_p: float | None = None,
+                    cutout_size: int | None = None, erasing_scale: tuple[float, float] = ERASING_SCALE) -> dict[str, float]:
     """Train a fresh downstream classifier on ``train`` with the batch policy ``method`` and score it.
 
     Args:
@@ -467,13 +565,16 @@ def train_and_score(method: str, factory: Callable[[int, int, int], nn.Module], 
         train, test: :class:`glico.data.ImageSet` s.
         config: the recipe (:func:`downstream_config`).
         augmenter: a :class:`glico.augment.GLICOAugmenter` of a model fitted on ``train`` (GLICO methods).
+        policy_p, cutout_size, erasing_scale: the baselines' protocol
+            (:func:`glico.experiments.policies.build_policy`).
 
     Returns:
         ``{"top1": %, "top5": %, "seconds": s}`` on ``test``.
     """
     c, h, _ = train.images.shape[1:]
     k = len(train.class_names)
-    policy = build_policy(method, num_classes=k, glico_augmenter=augmenter, seed=seed, image_size=h)
+    policy = build_policy(method, num_classes=k, glico_augmenter=augmenter, seed=seed, image_size=h,
+                          policy_p=policy_p, cutout_size=cutout_size, erasing_scale=erasing_scale)
     torch.manual_seed(seed)
     clf = factory(c, k, h)
     t0 = time.perf_counter()
@@ -586,8 +687,29 @@ def add_evaluate_parser(sub, family_args: Callable[[argparse.ArgumentParser], No
                    help=f"downstream classifier: {', '.join(_downstream_classifiers())} or wrn-DEPTH-K for any "
                         f"WideResNet (wrn-16-1 and weak are the CPU-sized options)")
     e.add_argument("--epochs", default=200, type=positive_int,
-                   help="classifier budget: epochs over the split oversampled to 5000 images (paper: 200 -> 8000 steps at batch 128)")
-    e.add_argument("--fit-epochs", default=200, type=positive_int, help="GLICO fit budget in epochs (default: 200)")
+                   help="classifier budget: epochs over the split oversampled to --oversample-to images (paper: 200 "
+                        "-> 8000 steps at batch 128 with the default 5000)")
+    e.add_argument("--oversample-to", default=OVERSAMPLE_TO, type=oversample_arg, metavar="N|full",
+                   help=f"downstream oversampling: an epoch of a split has the steps of N images (default "
+                        f"{OVERSAMPLE_TO}); full: of the full training set, the paper's rule (50000 on CIFAR)")
+    e.add_argument("--fit-epochs", default=200, type=positive_int, help="GLICO fit budget in epochs (default: 200, the paper's)")
+    e.add_argument("--fit-oversample-to", default=0, type=oversample_arg, metavar="N|full",
+                   help="GLICO fit oversampling: an epoch is ceil(N / split size) passes over the split; full: N is "
+                        "the full training set's size, the paper's ~40 s epochs (default 0: one pass per epoch)")
+    e.add_argument("--baseline-p", default=None, type=probability, metavar="P",
+                   help="replace each example with probability P by its augmented version for the augmentation "
+                        "baselines (the paper's protocol: 0.5); default: each method's own paper's setting (Cutout, "
+                        "AutoAugment, RandAugment, TrivialAugment, MixUp, CutMix on every example; Random Erasing 0.5)")
+    e.add_argument("--cutout-size", default=None, type=positive_int, metavar="PX",
+                   help="Cutout's square side (default: DeVries & Taylor's per dataset: half the side, 16 px at 32 px; "
+                        "a quarter on CIFAR-100, 8 px)")
+    e.add_argument("--erasing-scale", default=ERASING_SCALE, type=erasing_scale_arg, metavar="LO,HI",
+                   help="Random Erasing's area range as fractions of the image (default 0.02,0.33, torchvision's; "
+                        "the Random Erasing paper's: 0.02,0.4)")
+    e.add_argument("--pretrained", default=None, metavar="imagenet|PATH",
+                   help="start the torchvision downstream classifier (resnet50, vgg19) from weights: imagenet "
+                        "(torchvision's IMAGENET1K_V1, through torch's hub cache) or a local state-dict file; the "
+                        "paper's CUB recipe fine-tunes an ImageNet ResNet-50 (default: random initialisation)")
     e.add_argument("--batch-size", default=None, type=positive_int, help="default 128 (CUB: 16)")
     e.add_argument("--lr", default=None, type=positive_float, help="default 0.1 (CUB: 0.001)")
     add_schedule_flags(e)
@@ -613,6 +735,32 @@ def add_evaluate_parser(sub, family_args: Callable[[argparse.ArgumentParser], No
     family_args(e)
     e.set_defaults(func=cmd_evaluate)
     return e
+
+
+def oversample_arg(text: str) -> int | str:
+    """argparse type of ``--oversample-to`` / ``--fit-oversample-to``: ``full`` or a number of images >= 0."""
+    if text == "full":
+        return text
+    try:
+        value = int(text)
+    except ValueError:
+        value = -1
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"must be 'full' (the full training set's size) or a number of images >= 0; "
+                                         f"got {text!r}")
+    return value
+
+
+def erasing_scale_arg(text: str) -> tuple[float, float]:
+    """argparse type of ``--erasing-scale``: ``LO,HI`` with 0 < LO <= HI <= 1."""
+    try:
+        lo, hi = (float(v) for v in text.split(","))
+    except ValueError:
+        lo = hi = float("nan")
+    if not 0 < lo <= hi <= 1:
+        raise argparse.ArgumentTypeError(f"must be LO,HI with 0 < LO <= HI <= 1 (fractions of the image area, e.g. "
+                                         f"0.02,0.4); got {text!r}")
+    return lo, hi
 
 
 def model_fields_from_args(args) -> dict[str, Any]:
@@ -692,7 +840,9 @@ def cmd_evaluate(args) -> int:
         weight_decay=args.weight_decay, glico_p=args.glico_p, fit_epochs=args.fit_epochs, model=model,
         image_size=args.image_size, max_test=args.max_test, device=args.device, precision=args.precision,
         schedule=args.schedule, validation=args.validation, glico_t=args.glico_t, glico_refresh=args.glico_refresh,
-        test_fraction=args.test_fraction,
+        test_fraction=args.test_fraction, oversample_to=args.oversample_to, fit_oversample_to=args.fit_oversample_to,
+        baseline_p=args.baseline_p, cutout_size=args.cutout_size, erasing_scale=args.erasing_scale,
+        pretrained=args.pretrained,
     )
     run_evaluation(cfg, Path(args.out), progress=not args.quiet, resume=args.resume, overwrite=args.overwrite,
                    fit_cache=None if args.fit_cache is None else Path(args.fit_cache))

@@ -48,7 +48,9 @@ __all__ = [
     "CutMix",
     "GLICOPolicy",
     "Compose",
+    "Replace",
     "build_policy",
+    "cutout_size_for",
     "policy_names",
     "soft_cross_entropy",
 ]
@@ -507,8 +509,84 @@ class Compose:
         return f"Compose({self.first!r}, {self.second!r})"
 
 
+class Replace(_Seeded):
+    """Each example replaced, with probability ``p``, by its version under ``policy`` (the GLICO paper's
+    protocol for the baselines: "each example is replaced with probability 0.5 by its augmented
+    version", as GLICO's own replacement).
+
+    The coins are drawn per example on the host; ``policy`` is called on the chosen examples only (a
+    per-image policy then costs in proportion to p; MixUp and CutMix mix the chosen examples among
+    themselves), and the rest pass through unchanged. When ``policy`` returns soft targets (MixUp, CutMix)
+    the unchosen examples' hard labels become one-hot rows, so the batch has one kind of target (a batch
+    where no coin came up keeps its labels as they were).
+
+    Args:
+        policy: the augmentation (a :class:`BatchPolicy`).
+        p: probability that an example is replaced, in [0, 1] (1: every example, the policy alone).
+        seed: seeds the coins (the policy carries its own seed).
+
+    Shape:
+        images (B, C, H, W) -> (B, C, H, W); targets as ``policy`` makes them.
+    """
+
+    def __init__(self, policy: BatchPolicy, p: float, seed: int = 0) -> None:
+        super().__init__(seed)
+        if not callable(policy):
+            raise TypeError(f"policy must be a batch policy (called as policy(images, labels, idx)); got {policy!r}")
+        if isinstance(p, bool) or not 0.0 <= float(p) <= 1.0:
+            raise ValueError(f"p must be a probability in [0, 1]; got {p!r}")
+        self.policy, self.p = policy, float(p)
+
+    @torch.no_grad()
+    def __call__(self, images: Tensor, labels: Tensor, idx: Tensor) -> tuple[Tensor, Tensor]:
+        _check_batch(images, labels, idx)
+        g = torch.Generator().manual_seed(self._next_seed())
+        chosen = (torch.rand(images.shape[0], generator=g) < self.p).nonzero().squeeze(1)
+        if chosen.numel() == 0:
+            return images, labels
+        sel = chosen.to(images.device)
+        out, targets = self.policy(images[sel], labels[sel], idx[sel])
+        if targets.dim() == 2 and labels.dim() == 1:
+            labels = F.one_hot(labels.long(), targets.shape[1]).to(targets.dtype)
+        return images.index_copy(0, sel, out.to(images.dtype)), labels.index_copy(0, sel, targets.to(labels.dtype))
+
+    def state_dict(self) -> dict:
+        """Calls made (the coins' stream) and the policy's own state."""
+        return {"calls": self._calls, "policy": policy_state(self.policy)}
+
+    def load_state_dict(self, state: dict) -> None:
+        """Restore :meth:`state_dict` output."""
+        if not isinstance(state, dict) or set(state) != {"calls", "policy"}:
+            raise ValueError(f"Replace state must be {{'calls': N, 'policy': ...}}; got {state!r}")
+        super().load_state_dict({"calls": state["calls"]})
+        load_policy_state(self.policy, state["policy"])
+
+    def __repr__(self) -> str:
+        return f"Replace({self.policy!r}, p={self.p}, seed={self.seed})"
+
+
+#: Random Erasing's area range: torchvision's default, and the Random Erasing paper's (s_l = 0.02, s_h = 0.4).
+ERASING_SCALE = (0.02, 0.33)
+ERASING_SCALE_PAPER = (0.02, 0.4)
+
+
+def cutout_size_for(data_name: str, image_size: int) -> int:
+    """Cutout's square side by DeVries & Taylor's per-dataset setting, scaled to the image side: a
+    quarter of the side for CIFAR-100 (8 px at 32 px), half of it otherwise (16 px on 32 px CIFAR-10,
+    their setting, and the proportion kept on any other data)."""
+    if image_size < 1:
+        raise ValueError(f"image_size must be >= 1; got {image_size}")
+    return max(1, image_size // 4) if data_name == "cifar100" else max(1, image_size // 2)
+
+
 def _factories(
-    num_classes: int, glico_augmenter: GLICOAugmenter | None, seed: int, image_size: int | None
+    num_classes: int,
+    glico_augmenter: GLICOAugmenter | None,
+    seed: int,
+    image_size: int | None,
+    policy_p: float | None = None,
+    cutout_size: int | None = None,
+    erasing_scale: tuple[float, float] = ERASING_SCALE,
 ) -> dict[str, Callable[[], BatchPolicy]]:
     """The names, written out once: each maps to a factory with the paper's settings."""
 
@@ -520,17 +598,27 @@ def _factories(
             )
         return GLICOPolicy(glico_augmenter)
 
-    # DeVries & Taylor cut half the side of a 32 px CIFAR-10 image; keep that proportion at other sizes.
-    cutout_size = 16 if image_size is None else max(1, image_size // 2)
-    policies: dict[str, Callable[[], BatchPolicy]] = {
+    if cutout_size is None:
+        # DeVries & Taylor cut half the side of a 32 px CIFAR-10 image; keep that proportion at other sizes.
+        cutout_size = 16 if image_size is None else max(1, image_size // 2)
+
+    def replaced(make: Callable[[], BatchPolicy]) -> Callable[[], BatchPolicy]:
+        # The coins get their own stream (seed + 1), apart from the policy's draws.
+        return make if policy_p is None else (lambda: Replace(make(), policy_p, seed=seed + 1))
+
+    own = {
         "cutout": lambda: Cutout(size=cutout_size, seed=seed),
-        "random-erasing": lambda: RandomErasing(seed=seed),
         "autoaugment": lambda: AutoAugment(seed=seed),
         "randaugment": lambda: RandAugment(seed=seed),
         "trivialaugment": lambda: TrivialAugmentWide(seed=seed),
         "mixup": lambda: MixUp(num_classes=num_classes, seed=seed),
         "cutmix": lambda: CutMix(num_classes=num_classes, seed=seed),
     }
+    policies: dict[str, Callable[[], BatchPolicy]] = {name: replaced(make) for name, make in own.items()}
+    # Random Erasing has its own per-image probability (its paper's p = 0.5): policy_p sets it, not a second coin.
+    erasing_p = 0.5 if policy_p is None else policy_p
+    policies["random-erasing"] = lambda: RandomErasing(p=erasing_p, scale=erasing_scale, seed=seed)
+    policies = {name: policies[name] for name in ("cutout", "random-erasing", *list(own)[1:])}
     # GLICO then a policy on the whole batch, the synthetic images included (the paper's GLICO + AutoAugment).
     combined = {f"glico+{name}": (lambda make=make: Compose(glico(), make())) for name, make in policies.items()}
     # A label-keeping policy on the real images only, then GLICO's replacement: the synthetic images skip the
@@ -571,6 +659,9 @@ def build_policy(
     glico_augmenter: GLICOAugmenter | None = None,
     seed: int = 0,
     image_size: int | None = None,
+    policy_p: float | None = None,
+    cutout_size: int | None = None,
+    erasing_scale: tuple[float, float] = ERASING_SCALE,
 ) -> BatchPolicy:
     """Resolve a method name (command line) to a policy with the paper's / the libraries' default settings.
 
@@ -587,12 +678,28 @@ def build_policy(
         glico_augmenter: required by ``glico`` and ``glico+autoaugment``.
         seed: seeds the policy's randomness (the GLICO augmenter carries its own seed).
         image_size: side of the images in pixels; Cutout's square is half of it (16 if not given, the
-            CIFAR-10 setting).
+            CIFAR-10 setting) unless ``cutout_size`` is given.
+        policy_p: None (default): each augmentation at its own paper's setting (Cutout, the AutoAugment
+            family, MixUp and CutMix on every example; Random Erasing on each image with p = 0.5).
+            A probability: each example is replaced with that probability by its augmented version
+            (:class:`Replace`; for Random Erasing, its own p), the GLICO paper's protocol with 0.5. Applies
+            to these policies wherever they appear (``glico+NAME``, ``NAME+glico``); GLICO's replacement
+            keeps the augmenter's own p.
+        cutout_size: Cutout's square side in pixels (:func:`cutout_size_for` gives the per-dataset one).
+        erasing_scale: Random Erasing's area range, as a fraction of the image (torchvision's
+            (0.02, 0.33) by default; the Random Erasing paper's is :data:`ERASING_SCALE_PAPER`).
 
     Raises:
         ValueError: unknown name (the message lists the valid ones), or a GLICO name without an augmenter.
     """
-    factories = _factories(num_classes, glico_augmenter, seed, image_size)
+    if policy_p is not None and (isinstance(policy_p, bool) or not 0.0 <= float(policy_p) <= 1.0):
+        raise ValueError(f"policy_p must be None (each method's own setting) or a probability in [0, 1]; got {policy_p!r}")
+    if cutout_size is not None and (isinstance(cutout_size, bool) or int(cutout_size) < 1):
+        raise ValueError(f"cutout_size must be None or a positive number of pixels; got {cutout_size!r}")
+    lo, hi = erasing_scale
+    if not 0.0 < lo <= hi <= 1.0:
+        raise ValueError(f"erasing_scale must be (lo, hi) with 0 < lo <= hi <= 1 (fractions of the image); got {erasing_scale!r}")
+    factories = _factories(num_classes, glico_augmenter, seed, image_size, policy_p, cutout_size, tuple(erasing_scale))
     if name not in factories:
         raise ValueError(f"unknown augmentation policy {name!r}; valid names: {', '.join(factories)}")
     return factories[name]()
