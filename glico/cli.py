@@ -180,14 +180,16 @@ def cmd_fit(args) -> int:
     spec = _spec_from_args(args, train.images.shape[1:], len(data.train.class_names))
     model = build_model(spec)
     unlabeled = data.require_test("glico fit --transductive").images if args.transductive else None
-    cfg = FitConfig(epochs=args.epochs, batch_size=args.batch_size, lr=args.lr, lr_codes=args.lr_codes, seed=args.seed,
-                    device=args.device, checkpoint=str(ckpt), checkpoint_every=args.checkpoint_every,
+    cfg = FitConfig(epochs=args.epochs, batch_size=args.batch_size, oversample_to=args.oversample_to, lr=args.lr,
+                    lr_codes=args.lr_codes, seed=args.seed, device=args.device, checkpoint=str(ckpt), checkpoint_every=args.checkpoint_every,
                     checkpoint_minutes=args.checkpoint_minutes, resume=args.resume, deterministic=args.deterministic,
                     progress=not args.quiet)
     run = {"glico_version": __version__, "data": args.data, "spc": args.spc, "seed": args.seed,
            "image_size": args.image_size, "test_fraction": args.test_fraction, "transductive": args.transductive, "class_names": list(data.train.class_names),
            "train_indices": chosen.tolist(), "model": spec.to_dict(), "fit": {"epochs": args.epochs, "batch_size": args.batch_size,
            "lr": args.lr, "lr_codes": args.lr_codes, "device": args.device}}
+    if args.oversample_to:  # absent when 0, so that a run.json written before the flag existed still resumes
+        run["fit"]["oversample_to"] = args.oversample_to
     run = json.loads(json.dumps(run))  # as it reads back from run.json
     if args.resume:
         differ = _run_differences(json.loads((out / "run.json").read_text()), run)
@@ -673,7 +675,10 @@ def build_parser() -> argparse.ArgumentParser:
                    help="labelled images per class (a seeded split), or 'all' for every training image")
     f.add_argument("--seed", default=0, type=nonnegative_int)
     f.add_argument("--out", required=True, help="run folder")
-    f.add_argument("--epochs", default=200, type=_positive_int)
+    f.add_argument("--epochs", default=200, type=_positive_int, help="fit epochs (default: 200, the paper's)")
+    f.add_argument("--oversample-to", default=0, type=nonnegative_int, metavar="N",
+                   help="an epoch is ceil(N / number of images) passes, each freshly shuffled, as the paper oversamples "
+                        "small sets (e.g. 50000 for epochs the size of CIFAR's training set; default 0: one pass)")
     f.add_argument("--batch-size", default=128, type=_positive_int)
     f.add_argument("--lr", default=1e-3, type=positive_float, help="Adam learning rate of the generator and f")
     f.add_argument("--lr-codes", default=1e-2, type=positive_float, help="Adam learning rate of the codes")

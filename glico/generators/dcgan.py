@@ -20,7 +20,9 @@ class DCGANGenerator(nn.Module):
     Channel widths halve at every doubling of the resolution, from ``base_width * 2**(n-1)`` (capped
     at ``max_width``) after the 4×4 projection down to ``base_width`` before the output layer, where
     ``n = log2(image_size / 4)`` is the number of upsampling layers. With ``image_size=32`` and
-    ``base_width=64`` this is the classic CIFAR DCGAN (512→256→128→3 channels at 4→8→16→32 px).
+    ``base_width=64``: 256→128→64→3 channels at 4→8→16→32 px; with ``image_size=64``, the classic DCGAN
+    of Radford et al. (512→256→128→64→3 at 4→8→16→32→64 px). ``base_width=128`` gives the 32 px
+    generator the 512→256→128 widths.
 
     Args:
         in_dim: length of the input vector (code dimension plus any concatenated noise).

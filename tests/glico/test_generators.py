@@ -31,3 +31,12 @@ def test_dcgan_cifar_instance_matches_classic_widths():
     convs = [m for m in g.modules() if isinstance(m, torch.nn.ConvTranspose2d)]
     assert [c.out_channels for c in convs] == [256, 128, 64, 3]
     assert [c.stride[0] for c in convs] == [1, 2, 2, 2]
+
+
+@pytest.mark.parametrize("size,base_width,widths", [
+    (64, 64, [512, 256, 128, 64, 3]),   # Radford et al.'s 64 px DCGAN
+    (32, 128, [512, 256, 128, 3]),      # the 32 px generator with those widths
+])
+def test_dcgan_widths_are_the_ones_the_docstring_names(size, base_width, widths):
+    g = DCGANGenerator(160, image_size=size, channels=3, base_width=base_width)
+    assert [m.out_channels for m in g.modules() if isinstance(m, torch.nn.ConvTranspose2d)] == widths
