@@ -12,7 +12,8 @@ and they are used here as they are; Cutout (which torchvision lacks) is written 
 torchvision transform called on a batch draws one set of parameters for the whole batch; the
 per-image policies here (Random Erasing, the AutoAugment family) call it image by image, so every
 image gets its own draw, as in the papers. MixUp and CutMix are batch-level by design (one λ, one box
-per batch, as in their reference implementations).
+per batch, as in their reference implementations). :class:`Replace` applies any of them to each
+example with a probability instead (the GLICO paper's protocol for its baselines: p = 0.5).
 
 Randomness: each policy takes a ``seed``; call ``k`` of a policy uses ``seed + 1_000_003 * k``, so a
 run is reproducible and successive batches differ. torchvision draws its parameters from torch's
@@ -146,8 +147,9 @@ class Cutout(_Seeded):
     The hole's centre is drawn uniformly over the image's pixels, independently per image; the
     square (rows ``cy - size // 2`` to ``cy - size // 2 + size - 1``, columns likewise) is clipped at
     the borders, so near a border fewer pixels are erased, as in the reference implementation. The
-    same hole covers all channels. Applied to every image (the paper's p = 1). Vectorised; runs on the
-    batch's device with a generator on that device (no host round trip).
+    same hole covers all channels. Applied to every image (DeVries & Taylor's p = 1; wrap it in
+    :class:`Replace` for another p). Vectorised; runs on the batch's device with a generator on that
+    device (no host round trip).
 
     Args:
         size: side of the square in pixels (DeVries & Taylor: 16 for CIFAR-10, 8 for CIFAR-100, both 32 px).
