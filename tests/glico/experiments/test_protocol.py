@@ -247,3 +247,28 @@ def test_fit_oversample_to_on_the_command_line(tmp_path, capsys):
     assert main([*argv("90"), "--resume"]) == 2
     assert "--oversample-to: run.json has 60, this command 90" in capsys.readouterr().err
     assert read_checkpoint(run / "checkpoint.pt")["extra"]["trainer"]["step"] == 6  # the refused resume wrote nothing
+
+
+def test_a_grid_written_before_the_protocol_settings_existed_still_resumes(tmp_path, capsys):
+    """Its header lacks the new config keys: they read as the defaults it ran with, so --resume keeps its runs."""
+    out = tmp_path / "ev"
+    argv = ["evaluate", "--data", "digits", "--spc", "2", "--seeds", "0", "--methods", "baseline,cutout",
+            "--classifier", "weak", "--epochs", "1", "--max-test", "50", "--out", str(out), "--quiet"]
+    assert main(argv) == 0
+    first = json.loads((out / "results.json").read_text())["runs"]
+    lines = (out / "runs.jsonl").read_text().splitlines()
+    header = json.loads(lines[0])
+    new = ("oversample_to", "fit_oversample_to", "baseline_p", "cutout_size", "erasing_scale", "pretrained")
+    assert all(k in header["config"] for k in new)
+    for k in new:
+        del header["config"][k]
+    kept = [l for l in lines[1:] if json.loads(l)["method"] == "baseline"]  # cutout "was interrupted"
+    (out / "runs.jsonl").write_text("\n".join([json.dumps(header), *kept]) + "\n")
+    assert main([*argv, "--resume"]) == 0
+    def scores(runs):
+        return [{k: v for k, v in r.items() if k != "seconds"} for r in runs]
+
+    assert scores(json.loads((out / "results.json").read_text())["runs"]) == scores(first)  # cutout rerun, same result
+    # a changed protocol setting is refused by name
+    assert main([*argv, "--resume", "--baseline-p", "0.5"]) == 2
+    assert "baseline_p" in capsys.readouterr().err
