@@ -35,6 +35,7 @@ from glico.experiments.evaluate import (
     classifier_name,
     downstream_classifier,
     SCHEDULES,
+    add_oversample_flags,
     add_precision_flag,
     add_schedule_flags,
     optimizer_text,
@@ -50,7 +51,7 @@ from glico.experiments.evaluate import (
     steps_for,
     train_and_score,
 )
-from glico.experiments.downstream import resolve_precision
+from glico.experiments.downstream import OVERSAMPLE_TO, resolve_oversample, resolve_precision
 from glico.experiments.policies import policy_names
 from glico.experiments.runlog import RunLog
 from glico._argtypes import int_list, positive_float, positive_int, positive_int_list, probability
@@ -297,9 +298,10 @@ def variant_unlabeled(variant: Variant, data, spc: int, seed: int):
 
 def fit_variant(variant: Variant, data, train, *, spc: int, seed: int, base_model: Mapping[str, Any] | None = None,
                 fit_epochs: int = 200, fit_batch_size: int = 128, device: str = "cpu", progress: bool = True,
-                samples_png: Path | None = None):
+                samples_png: Path | None = None, fit_oversample_to: int = 0):
     """Fit ``variant``'s GLICO model on the split ``train`` (drawn at ``spc``, ``seed`` from ``data.train``),
-    with the unlabelled images of :func:`variant_unlabeled`.
+    with the unlabelled images of :func:`variant_unlabeled`; ``fit_oversample_to`` as
+    :class:`glico.training.FitConfig`'s ``oversample_to`` (images, 0: one pass per epoch).
 
     Returns:
         ``(model, info)`` as :func:`glico.experiments.evaluate.fit_glico`; code table rows: the split's
@@ -310,7 +312,8 @@ def fit_variant(variant: Variant, data, train, *, spc: int, seed: int, base_mode
     unlabeled, uinfo = variant_unlabeled(variant, data, spc, seed)
     fields_ = {**(base_model or {}), **variant.model}
     model, info = fit_glico(fields_, train, seed=seed, epochs=fit_epochs, batch_size=fit_batch_size, device=device,
-                            unlabeled=unlabeled, progress=progress, samples_png=samples_png)
+                            unlabeled=unlabeled, progress=progress, samples_png=samples_png,
+                            oversample_to=fit_oversample_to)
     return model, {**info, **uinfo}
 
 
@@ -380,6 +383,8 @@ def run_ablation(
     precision: str = "auto",
     resume: bool = False,
     overwrite: bool = False,
+    oversample_to: int | str = OVERSAMPLE_TO,
+    fit_oversample_to: int | str = 0,
 ) -> dict:
     """Run an ablation: every variant on the same splits with the same budgets; mean ± STE over seeds.
 
@@ -400,6 +405,8 @@ def run_ablation(
             ``weak`` = the fast CPU option).
         epochs: downstream budget (:func:`glico.experiments.downstream.steps_for`; paper 200).
         fit_epochs: GLICO fit budget in epochs.
+        oversample_to, fit_oversample_to: the downstream and fit oversampling, in images or ``"full"`` (the
+            full training set's size, the paper's rule): as :class:`glico.experiments.evaluate.EvaluateConfig`.
         base_model: ModelSpec fields shared by all variants (``{"loss": "laplacian"}``), under their
             overrides; the rest are ModelSpec's defaults (the paper's choices).
         device: where to fit and train.
@@ -461,13 +468,16 @@ def run_ablation(
                 "epochs": epochs, "fit_epochs": fit_epochs, "base_model": base, "device": device, "table": table,
                 "batch_size": batch_size, "lr": lr, "weight_decay": weight_decay, "schedule": schedule, "glico_p": glico_p,
                 "fit_batch_size": fit_batch_size, "image_size": image_size, "max_test": max_test,
-                "precision": precision}
+                "precision": precision, "oversample_to": oversample_to, "fit_oversample_to": fit_oversample_to}
+    resolve_oversample(oversample_to, 1)  # bad values fail before any work
+    resolve_oversample(fit_oversample_to, 1)
     # Before the data are loaded, so that a folder that will be refused is refused at once. The device may
     # change on resume, the arithmetic it resolves to may not; nor may anything but the version.
     kept = RunLog(out, {"command": "ablate", "glico_version": __version__, "settings": settings,
                         "variants": [v.to_dict() for v in variants], "resolved_precision": resolved_precision},
                   ("spc", "seed", "variant"), resume=resume, overwrite=overwrite, free={"settings.device", "glico_version"},
-                  added_later={"settings.schedule": "step"})
+                  added_later={"settings.schedule": "step", "settings.oversample_to": OVERSAMPLE_TO,
+                               "settings.fit_oversample_to": 0})
 
     ds = data if isinstance(data, Dataset) else load_data(data, image_size=image_size, max_test=max_test)
     ds.require_test("glico ablate")
@@ -475,6 +485,8 @@ def run_ablation(
     k = len(ds.train.class_names)
     flip = ds.name != "digits"  # digits are not mirror-symmetric
     factory = downstream_classifier(classifier)
+    n_full = int(ds.train.images.shape[0])
+    oversample, fit_oversample = resolve_oversample(oversample_to, n_full), resolve_oversample(fit_oversample_to, n_full)
     _preflight(variants, base, (c, h, w), k)
     runs: list[dict] = []
     shown_fits: set[int] = set()  # a fit shared by several rows is reported with the first of them
@@ -495,7 +507,8 @@ def run_ablation(
                 train, _ = small_sample_split(ds.train, spc, seed)
                 tcfg = downstream_config(train.images.shape[0], h, epochs=epochs, batch_size=batch_size, lr=lr,
                                          weight_decay=weight_decay, flip=flip, seed=seed, device=device,
-                                         progress=progress, precision=precision, cosine=schedule == "cosine")
+                                         progress=progress, precision=precision, cosine=schedule == "cosine",
+                                         oversample_to=oversample)
                 todo = [v for v in variants if kept.done(spc=spc, seed=seed, variant=v.name) is None]
                 fitted: dict[tuple, tuple[Any, dict]] = {}
                 pictured: set[tuple] = set()  # (fit, interpolator) pairs whose sample grid is written
@@ -511,7 +524,8 @@ def run_ablation(
                         if key not in fitted:
                             fitted[key] = fit_variant(v, ds, train, spc=spc, seed=seed, base_model=base,
                                                       fit_epochs=fit_epochs, fit_batch_size=fit_batch_size,
-                                                      device=device, progress=progress)
+                                                      device=device, progress=progress,
+                                                      fit_oversample_to=fit_oversample)
                         model, fit_info = fitted[key]
                         spec = variant_spec(v, (c, h, w), k, base)
                         model.interpolator = resolve("interpolator", spec.interpolator)(spec)
@@ -550,7 +564,8 @@ def run_ablation(
         "settings": settings,
         "variants": [{**v.to_dict(), "composition": v.describe(),
                       "spec": None if v.model is None else {**base, **v.model}} for v in variants],
-        "recipe": {"steps_per_run": {str(s): steps_for(s * k, batch_size, epochs) for s in spcs},
+        "recipe": {"steps_per_run": {str(s): steps_for(s * k, batch_size, epochs, oversample) for s in spcs},
+                   "oversample_to": oversample, "fit_oversample_to": fit_oversample,
                    "optimizer": optimizer_text(schedule, weight_decay),
                    "precision": resolved_precision,
                    "standard_augmentation": f"random crop (pad {max(1, h // 8)})" + (" + horizontal flip" if flip else "")},
@@ -655,8 +670,9 @@ def add_ablate_parser(sub, family_args: Callable[[argparse.ArgumentParser], None
                    help="downstream classifier: wrn-28-10, wrn-28-2, resnet50, vgg19, weak, or wrn-DEPTH-K for any "
                         "WideResNet (wrn-16-1 and weak are the CPU-sized options)")
     a.add_argument("--epochs", default=200, type=positive_int,
-                   help="downstream budget: epochs over the split oversampled to 5000 images (paper: 200)")
+                   help="downstream budget: epochs over the split oversampled to --oversample-to images (paper: 200)")
     a.add_argument("--fit-epochs", default=200, type=positive_int, help="GLICO fit budget in epochs (default: 200)")
+    add_oversample_flags(a)
     a.add_argument("--batch-size", default=None, type=positive_int, help="default 128 (CUB: 16)")
     a.add_argument("--lr", default=None, type=positive_float, help="default 0.1 (CUB: 0.001)")
     a.add_argument("--glico-p", default=0.5, type=probability, help="GLICO replacement probability (default: 0.5)")
@@ -695,6 +711,7 @@ def cmd_ablate(args) -> int:
         lr=default_lr(args), weight_decay=args.weight_decay, schedule=args.schedule, glico_p=args.glico_p,
         image_size=args.image_size,
         max_test=args.max_test, echo=print, precision=args.precision, resume=args.resume, overwrite=args.overwrite,
+        oversample_to=args.oversample_to, fit_oversample_to=args.fit_oversample_to,
     )
     print((Path(args.out) / "results.md").read_text())
     return 0

@@ -689,13 +689,8 @@ def add_evaluate_parser(sub, family_args: Callable[[argparse.ArgumentParser], No
     e.add_argument("--epochs", default=200, type=positive_int,
                    help="classifier budget: epochs over the split oversampled to --oversample-to images (paper: 200 "
                         "-> 8000 steps at batch 128 with the default 5000)")
-    e.add_argument("--oversample-to", default=OVERSAMPLE_TO, type=oversample_arg, metavar="N|full",
-                   help=f"downstream oversampling: an epoch of a split has the steps of N images (default "
-                        f"{OVERSAMPLE_TO}); full: of the full training set, the paper's rule (50000 on CIFAR)")
     e.add_argument("--fit-epochs", default=200, type=positive_int, help="GLICO fit budget in epochs (default: 200, the paper's)")
-    e.add_argument("--fit-oversample-to", default=0, type=oversample_arg, metavar="N|full",
-                   help="GLICO fit oversampling: an epoch is ceil(N / split size) passes over the split; full: N is "
-                        "the full training set's size, the paper's ~40 s epochs (default 0: one pass per epoch)")
+    add_oversample_flags(e)
     e.add_argument("--baseline-p", default=None, type=probability, metavar="P",
                    help="replace each example with probability P by its augmented version for the augmentation "
                         "baselines (the paper's protocol: 0.5); default: each method's own paper's setting (Cutout, "
@@ -735,6 +730,16 @@ def add_evaluate_parser(sub, family_args: Callable[[argparse.ArgumentParser], No
     family_args(e)
     e.set_defaults(func=cmd_evaluate)
     return e
+
+
+def add_oversample_flags(parser: argparse.ArgumentParser) -> None:
+    """``--oversample-to`` and ``--fit-oversample-to`` (evaluate, ablate): the budget rules of the paper's protocol."""
+    parser.add_argument("--oversample-to", default=OVERSAMPLE_TO, type=oversample_arg, metavar="N|full",
+                        help=f"downstream oversampling: an epoch of a split has the steps of N images (default "
+                             f"{OVERSAMPLE_TO}); full: of the full training set, the paper's rule (50000 on CIFAR)")
+    parser.add_argument("--fit-oversample-to", default=0, type=oversample_arg, metavar="N|full",
+                        help="GLICO fit oversampling: an epoch is ceil(N / split size) passes over the split; full: N "
+                             "is the full training set's size, the paper's ~40 s epochs (default 0: one pass per epoch)")
 
 
 def oversample_arg(text: str) -> int | str:

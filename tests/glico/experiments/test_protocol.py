@@ -272,3 +272,18 @@ def test_a_grid_written_before_the_protocol_settings_existed_still_resumes(tmp_p
     # a changed protocol setting is refused by name
     assert main([*argv, "--resume", "--baseline-p", "0.5"]) == 2
     assert "baseline_p" in capsys.readouterr().err
+
+
+def test_ablate_takes_the_oversampling_rules(tmp_path):
+    out = tmp_path / "t4"
+    argv = ["ablate", "--table", "4", "--data", "digits", "--spc", "2", "--seeds", "0", "--classifier", "weak",
+            "--epochs", "1", "--batch-size", "32", "--fit-epochs", "2", "--loss", "pixel", "--code-dim", "8",
+            "--max-test", "50", "--quiet", "--oversample-to", "full", "--fit-oversample-to", "140", "--out", str(out)]
+    assert main(argv) == 0
+    r = json.loads((out / "results.json").read_text())
+    assert r["recipe"]["oversample_to"] == 896 and r["recipe"]["fit_oversample_to"] == 140
+    assert {x["steps"] for x in r["runs"]} == {-(-896 // 32)}  # one epoch of the full set at batch 32
+    # table 4's GLICO is transductive: 20 labelled + 50 test images = 70, batch capped at 70;
+    # 140 / 70 = 2 passes of one step per epoch, 2 epochs
+    fits = [x["fit"] for x in r["runs"] if x["fit"]]
+    assert fits and all(f["n_unlabeled"] == 50 and f["steps"] == 4 for f in fits)
