@@ -357,6 +357,10 @@ def _preflight(variants: Sequence[Variant], base: Mapping[str, Any], image_shape
 
 
 # ------------------------------------------------------------------------------ the API
+#: run_ablation settings added after results were first written, with the value older grids ran with.
+SETTINGS_ADDED_LATER: dict[str, Any] = {"schedule": "step", "oversample_to": OVERSAMPLE_TO, "fit_oversample_to": 0}
+
+
 def run_ablation(
     variants: Sequence[Variant],
     *,
@@ -476,8 +480,7 @@ def run_ablation(
     kept = RunLog(out, {"command": "ablate", "glico_version": __version__, "settings": settings,
                         "variants": [v.to_dict() for v in variants], "resolved_precision": resolved_precision},
                   ("spc", "seed", "variant"), resume=resume, overwrite=overwrite, free={"settings.device", "glico_version"},
-                  added_later={"settings.schedule": "step", "settings.oversample_to": OVERSAMPLE_TO,
-                               "settings.fit_oversample_to": 0})
+                  added_later={f"settings.{k}": v for k, v in SETTINGS_ADDED_LATER.items()})
 
     ds = data if isinstance(data, Dataset) else load_data(data, image_size=image_size, max_test=max_test)
     ds.require_test("glico ablate")

@@ -254,6 +254,14 @@ class EvaluateConfig:
             raise ValueError("give at least one seed")
 
 
+#: EvaluateConfig fields added after results were first written, with the value a grid written before each
+#: existed ran with (resume and merge read a missing field as that value).
+CONFIG_ADDED_LATER: dict[str, Any] = {
+    "schedule": "step", "test_fraction": None, "oversample_to": OVERSAMPLE_TO, "fit_oversample_to": 0,
+    "baseline_p": None, "cutout_size": None, "erasing_scale": list(ERASING_SCALE), "pretrained": None,
+}
+
+
 def mean_ste(values: list[float]) -> tuple[float, float]:
     """Mean and standard error of the mean (sample std / sqrt(n); 0 for one value)."""
     m = statistics.fmean(values)
@@ -289,10 +297,7 @@ def run_evaluation(cfg: EvaluateConfig, out: Path, progress: bool = True, echo: 
     kept = RunLog(out, {"command": "evaluate", "glico_version": __version__, "config": config,
                         "resolved_precision": precision},
                   ("spc", "seed", "method"), resume=resume, overwrite=overwrite, free={"config.device", "glico_version"},
-                  added_later={"config.schedule": "step", "config.test_fraction": None,
-                               "config.oversample_to": OVERSAMPLE_TO, "config.fit_oversample_to": 0,
-                               "config.baseline_p": None, "config.cutout_size": None,
-                               "config.erasing_scale": list(ERASING_SCALE), "config.pretrained": None})
+                  added_later={f"config.{k}": v for k, v in CONFIG_ADDED_LATER.items()})
     data = load_data(cfg.data, image_size=cfg.image_size, max_test=cfg.max_test, test_fraction=cfg.test_fraction)
     if cfg.validation is None:
         data.require_test("glico evaluate")

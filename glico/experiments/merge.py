@@ -30,7 +30,14 @@ __all__ = ["merge_results", "cmd_merge", "add_merge_parser"]
 _FREE_ABLATE = {"seeds", "spcs", "device", "data"}
 _FREE_EVALUATE = {"seeds", "spcs", "methods", "device", "data"}
 # evaluate settings that only GLICO methods read: a piece that runs none of them may differ in these.
-_GLICO_ONLY = {"glico_p", "glico_t", "glico_refresh", "fit_epochs", "fit_batch_size", "model"}
+_GLICO_ONLY = {"glico_p", "glico_t", "glico_refresh", "fit_epochs", "fit_batch_size", "fit_oversample_to", "model"}
+# Entries of the resolved recipe that only GLICO methods depend on.
+_GLICO_ONLY_RECIPE = {"fit_steps"}
+
+
+def _with_defaults(settings: dict, added_later: dict) -> dict:
+    """``settings`` with the fields a later glico added filled in with the value older runs had."""
+    return {**added_later, **settings}
 
 
 def _runs_glico(results: dict) -> bool:
@@ -88,6 +95,9 @@ def merge_results(inputs: Sequence[str | Path], out: str | Path | None = None) -
     """
     if len(inputs) < 2:
         raise ValueError(f"give at least two results to merge; got {len(inputs)}")
+    from glico.experiments.ablations import SETTINGS_ADDED_LATER
+    from glico.experiments.evaluate import CONFIG_ADDED_LATER
+
     loaded = [_load(p) for p in inputs]
     if out is not None:
         clash = [str(p) for p, _ in loaded if p.parent.resolve() == Path(out).resolve()]
@@ -107,13 +117,20 @@ def merge_results(inputs: Sequence[str | Path], out: str | Path | None = None) -
         if r.get("glico_version") != first.get("glico_version"):
             problems.append(f"glico_version: {first.get('glico_version')!r} vs {r.get('glico_version')!r}")
         if kind == "ablate":
-            problems += _differences(first["settings"], r["settings"], _FREE_ABLATE)
+            problems += _differences(_with_defaults(first["settings"], SETTINGS_ADDED_LATER),
+                                     _with_defaults(r["settings"], SETTINGS_ADDED_LATER), _FREE_ABLATE)
         else:
             free = _FREE_EVALUATE if _runs_glico(r) else _FREE_EVALUATE | _GLICO_ONLY
-            problems += _differences(first["config"], r["config"], free)
+            problems += _differences(_with_defaults(first["config"], CONFIG_ADDED_LATER),
+                                     _with_defaults(r["config"], CONFIG_ADDED_LATER), free)
         problems += [f"data.{d}" for d in _differences(first["data"], r["data"], set())]
         # The recipe as resolved on each machine (e.g. precision 'auto' is bf16 on some GPUs, fp32 elsewhere).
-        problems += [f"recipe.{d}" for d in _differences(first.get("recipe", {}), r.get("recipe", {}), {"steps_per_run"})]
+        # Entries one piece lacks were added to results later; they follow from the settings compared above.
+        a, b = first.get("recipe", {}), r.get("recipe", {})
+        free_recipe = {"steps_per_run"} | (set(a) ^ set(b))
+        if kind == "evaluate" and not _runs_glico(r):
+            free_recipe |= _GLICO_ONLY_RECIPE
+        problems += [f"recipe.{d}" for d in _differences(a, b, free_recipe)]
         if problems:
             raise ValueError(f"{p} was run with other settings than {first_path}, so their numbers do not belong in "
                              f"one table; differing: " + "; ".join(problems))

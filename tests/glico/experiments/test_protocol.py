@@ -287,3 +287,24 @@ def test_ablate_takes_the_oversampling_rules(tmp_path):
     # 140 / 70 = 2 passes of one step per epoch, 2 epochs
     fits = [x["fit"] for x in r["runs"] if x["fit"]]
     assert fits and all(f["n_unlabeled"] == 50 and f["steps"] == 4 for f in fits)
+
+
+def test_merge_joins_a_piece_written_before_the_protocol_settings_and_refuses_another_protocol(tmp_path, capsys):
+    from glico.experiments.merge import merge_results
+
+    common = ["evaluate", "--data", "digits", "--spc", "2", "--methods", "baseline,cutout", "--classifier", "weak",
+              "--epochs", "1", "--max-test", "50", "--quiet"]
+    assert main([*common, "--seeds", "0", "--out", str(tmp_path / "old")]) == 0
+    assert main([*common, "--seeds", "1", "--out", str(tmp_path / "new")]) == 0
+    assert main([*common, "--seeds", "2", "--baseline-p", "0.5", "--out", str(tmp_path / "p05")]) == 0
+    old = tmp_path / "old" / "results.json"
+    r = json.loads(old.read_text())
+    for k in ("oversample_to", "fit_oversample_to", "baseline_p", "cutout_size", "erasing_scale", "pretrained"):
+        del r["config"][k]
+    for k in ("oversample_to", "fit_steps", "baseline_p", "cutout_size", "erasing_scale", "pretrained"):
+        del r["recipe"][k]
+    old.write_text(json.dumps(r))
+    merged = merge_results([tmp_path / "old", tmp_path / "new"], tmp_path / "merged")
+    assert sorted({x["seed"] for x in merged["runs"]}) == [0, 1]
+    with pytest.raises(ValueError, match="baseline_p: None vs 0.5"):
+        merge_results([tmp_path / "new", tmp_path / "p05"])
