@@ -377,10 +377,7 @@ def train_final_classifier(
     if method not in policy_names():
         raise ValueError(f"unknown method {method!r}; valid: {', '.join(policy_names())}")
     n, c, h, w = train.images.shape
-    if h != w:
-        raise ValueError(f"the classifier's images must be square; got {w}x{h} (width x height). Pass --image-size N "
-                         f"on the command line (image_size=N to glico.data.load_data) to resize the shorter side to N "
-                         f"and centre-crop")
+    check_square(h, w)
     k = len(train.class_names)
     work = None if work_dir is None else Path(work_dir)
     t0 = time.perf_counter()
@@ -420,6 +417,15 @@ def train_final_classifier(
     if state is not None:
         state.unlink(missing_ok=True)
     return model
+
+
+def check_square(h: int, w: int) -> None:
+    """Refuse images that are not square (the classifiers and the DCGAN generator take squares), naming the
+    fix with a suggested side: the largest power of two (8 to 256) not above the shorter side."""
+    if h != w:
+        raise ValueError(f"the classifier's images must be square; got {w}x{h} (width x height). Pass --image-size N "
+                         f"on the command line (image_size=N to glico.data.load_data) to resize the shorter side to N "
+                         f"and centre-crop, N a power of two such as {max(8, min(256, 1 << (min(h, w).bit_length() - 1)))}")
 
 
 def _check_fitted_on(glico_model, train) -> None:

@@ -356,7 +356,7 @@ def cmd_train(args) -> int:
 
     Everything that can be refused (settings, data, image shape, the loss's weights files) is checked before
     anything in ``--out`` is written or, with ``--overwrite``, removed."""
-    from glico.classify import GLICO_RUN_DIR, MODEL_JSON, TRAIN_STATE, recipe_for, train_final_classifier
+    from glico.classify import GLICO_RUN_DIR, MODEL_JSON, TRAIN_STATE, check_square, recipe_for, train_final_classifier
     from glico.data import load_data
     from glico.experiments.downstream import TrainInterrupted, resolve_precision
     from glico.experiments.evaluate import GLICO_METHODS, model_fields_from_args
@@ -450,10 +450,7 @@ def cmd_train(args) -> int:
     data = load_data(data_spec, image_size=image_size, test_fraction=test_fraction)
     train, chosen = _training_images(data, spc, seed)
     c, h, w = train.images.shape[1:]
-    if h != w:
-        raise ValueError(f"the classifier's images must be square; got {w}x{h} (width x height). Pass --image-size N "
-                         f"to resize the shorter side to N and centre-crop, N a power of two such as "
-                         f"{max(8, min(256, 1 << (min(h, w).bit_length() - 1)))}")
+    check_square(h, w)  # before anything in --out changes
     if fitted is not None and len(fitted.labels) < len(train):
         raise ValueError(f"the fit in {args.run} has {len(fitted.labels)} codes but its split has {len(train)} images")
     spec = None

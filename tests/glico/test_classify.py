@@ -231,7 +231,9 @@ def test_images_that_are_not_square_get_an_error_naming_image_size(tmp_path, cap
                  "--loss", "pixel", "--quiet"]) == 2
     assert "--image-size N" in capsys.readouterr().err
     assert main(["train", "--data", f"folder:{wide}", "--out", str(tmp_path / "t"), *FAST]) == 2
-    assert "--image-size N" in capsys.readouterr().err
+    err = capsys.readouterr().err
+    assert "--image-size N" in err and "such as 8" in err  # 8x12: the largest power of two <= 8
+    assert not (tmp_path / "t").exists()  # refused before --out was made
     assert main(["evaluate", "--data", f"folder:{wide}", "--spc", "2", "--seeds", "0", "--methods", "glico",
                  "--out", str(tmp_path / "e"), *FAST]) == 2
     assert "--image-size N" in capsys.readouterr().err
