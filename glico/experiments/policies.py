@@ -698,7 +698,7 @@ def build_policy(
         raise ValueError(f"policy_p must be None (each method's own setting) or a probability in [0, 1]; got {policy_p!r}")
     if cutout_size is not None and (isinstance(cutout_size, bool) or int(cutout_size) < 1):
         raise ValueError(f"cutout_size must be None or a positive number of pixels; got {cutout_size!r}")
-    lo, hi = erasing_scale
+    lo, hi = tuple(erasing_scale) if len(erasing_scale) == 2 else (float("nan"),) * 2
     if not 0.0 < lo <= hi <= 1.0:
         raise ValueError(f"erasing_scale must be (lo, hi) with 0 < lo <= hi <= 1 (fractions of the image); got {erasing_scale!r}")
     factories = _factories(num_classes, glico_augmenter, seed, image_size, policy_p, cutout_size, tuple(erasing_scale))

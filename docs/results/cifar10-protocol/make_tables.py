@@ -57,6 +57,20 @@ def top1(arms, arm, method):
     return {s: r["top1"] for s, r in arms.get(arm, {}).get(method, {}).items()}
 
 
+def p_rows(arms, stage: str, digits: int) -> list[str]:
+    """One table row per policy: p = 1 and p = 0.5 (mean ± STE), their paired difference, the per-seed values."""
+    rows = []
+    for m in POLICIES:
+        a, b = top1(arms, f"{stage}-p1", m), top1(arms, f"{stage}-p05", m)
+        if not a and not b:
+            continue
+        d, _ = paired(b, a)
+        per = [" / ".join(f"{v[s]:.{digits}f}" for s in sorted(v)) for v in (a, b)]
+        rows.append(f"| {m} | {pm(list(a.values())) if a else ''} | {pm(list(b.values())) if b else ''} | {d} | "
+                    f"{per[0]} | {per[1]} |")
+    return rows
+
+
 def main(runs_dir: Path, out: Path) -> None:
     arms = read(runs_dir)
     md = []
@@ -64,26 +78,14 @@ def main(runs_dir: Path, out: Path) -> None:
               "on every example (p = 1, the default) or each example replaced with p = 0.5 (`--baseline-p 0.5`).\n")
     md.append("| method | p = 1 | p = 0.5 | p = 0.5 − p = 1 (paired) | per seed, p = 1 (100 / 101) | per seed, p = 0.5 |")
     md.append("|---|---|---|---|---|---|")
-    for m in POLICIES:
-        a, b = top1(arms, "val-p1", m), top1(arms, "val-p05", m)
-        if not a and not b:
-            continue
-        d, _ = paired(b, a)
-        md.append(f"| {m} | {pm(list(a.values())) if a else ''} | {pm(list(b.values())) if b else ''} | {d} | "
-                  f"{' / '.join(f'{a[s]:.1f}' for s in sorted(a))} | {' / '.join(f'{b[s]:.1f}' for s in sorted(b))} |")
+    md += p_rows(arms, "val", 1)
     md.append("\n**Test set** (10 000 images, seeds 0, 1, 2):\n")
     md.append("| method | p = 1 (default) | p = 0.5 (the paper's protocol) | p = 0.5 − p = 1 (paired) | per seed, p = 1 | per seed, p = 0.5 |")
     md.append("|---|---|---|---|---|---|")
     base = top1(arms, "test-baseline", "baseline")
     if base:
         md.append(f"| baseline (no policy) | {pm(list(base.values()))} | | | {' / '.join(f'{base[s]:.2f}' for s in sorted(base))} | |")
-    for m in POLICIES:
-        a, b = top1(arms, "test-p1", m), top1(arms, "test-p05", m)
-        if not a and not b:
-            continue
-        d, _ = paired(b, a)
-        md.append(f"| {m} | {pm(list(a.values())) if a else ''} | {pm(list(b.values())) if b else ''} | {d} | "
-                  f"{' / '.join(f'{a[s]:.2f}' for s in sorted(a))} | {' / '.join(f'{b[s]:.2f}' for s in sorted(b))} |")
+    md += p_rows(arms, "test", 2)
     f400, f2000 = top1(arms, "test-fit400", "glico"), top1(arms, "test-fit2000", "glico")
     if f400 or f2000:
         steps = {arm: sorted({r["fit_steps"] for r in arms.get(arm, {}).get("glico", {}).values()})

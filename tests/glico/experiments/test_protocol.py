@@ -133,6 +133,7 @@ def test_erasing_scale_sets_the_erased_area():
     (dict(policy_p=1.5), "policy_p must be None"),
     (dict(cutout_size=0), "cutout_size must be None or a positive"),
     (dict(erasing_scale=(0.5, 0.2)), "erasing_scale must be"),
+    (dict(erasing_scale=(0.1, 0.2, 0.3)), r"erasing_scale must be \(lo, hi\)"),
 ])
 def test_build_policy_refuses_bad_protocol_settings(kw, match):
     with pytest.raises(ValueError, match=match):
