@@ -71,6 +71,32 @@ def p_rows(arms, stage: str, digits: int) -> list[str]:
     return rows
 
 
+def fit_rows(arms, stage: str, where: str, base: dict) -> list[str]:
+    """The fit-budget table of one stage: the 400-step fit and the oversampled one, GLICO alone."""
+    arm400, arm2000 = f"{stage}-fit400", f"{stage}-fit2000"
+    f400, f2000 = top1(arms, arm400, "glico"), top1(arms, arm2000, "glico")
+    if not f400 and not f2000:
+        return []
+    rows = [f"\n**GLICO's fit budget** ({where}; GLICO alone, the CPU recipe's p 0.75, t 0.1–0.5):\n",
+            "| fit | fit steps | fit s (mean) | glico top-1 | per seed | vs the 400-step fit (paired) |",
+            "|---|---|---|---|---|---|"]
+    for arm, label, v in ((arm400, "400 epochs, one pass each (the CPU recipe)", f400),
+                          (arm2000, "200 epochs oversampled to 1000 images (`--fit-oversample-to 1000`)", f2000)):
+        if not v:
+            continue
+        runs = arms[arm]["glico"].values()
+        steps = sorted({r["fit_steps"] for r in runs})
+        secs = [r["fit_seconds"] for r in runs if r["fit_seconds"] is not None]
+        d = paired(v, f400)[0] if arm == arm2000 else ""
+        rows.append(f"| {label} | {', '.join(map(str, steps))} | {st.fmean(secs):.0f} | {pm(list(v.values()))} | "
+                    f"{' / '.join(f'{v[k]:.2f}' for k in sorted(v))} | {d} |")
+    for arm, v in ((arm400, f400), (arm2000, f2000)):
+        d = paired(v, base)[0] if base else ""
+        if d:
+            rows.append(f"\nglico vs the baseline (paired), {arm}: {d}")
+    return rows
+
+
 def main(runs_dir: Path, out: Path) -> None:
     arms = read(runs_dir)
     md = []
@@ -86,28 +112,8 @@ def main(runs_dir: Path, out: Path) -> None:
     if base:
         md.append(f"| baseline (no policy) | {pm(list(base.values()))} | | | {' / '.join(f'{base[s]:.2f}' for s in sorted(base))} | |")
     md += p_rows(arms, "test", 2)
-    f400, f2000 = top1(arms, "test-fit400", "glico"), top1(arms, "test-fit2000", "glico")
-    if f400 or f2000:
-        steps = {arm: sorted({r["fit_steps"] for r in arms.get(arm, {}).get("glico", {}).values()})
-                 for arm in ("test-fit400", "test-fit2000")}
-        secs = {arm: [r["fit_seconds"] for r in arms.get(arm, {}).get("glico", {}).values()]
-                for arm in ("test-fit400", "test-fit2000")}
-        md.append("\n**GLICO's fit budget** (test set, seeds 0, 1, 2; GLICO alone, the CPU recipe's p 0.75, t 0.1–0.5):\n")
-        md.append("| fit | fit steps | fit s (mean) | glico top-1 | per seed | vs the 400-step fit (paired) |")
-        md.append("|---|---|---|---|---|---|")
-        for arm, label, v in (("test-fit400", "400 epochs, one pass each (the CPU recipe)", f400),
-                              ("test-fit2000", "200 epochs oversampled to 1000 images (`--fit-oversample-to 1000`)", f2000)):
-            if not v:
-                continue
-            d, _ = paired(v, f400) if arm != "test-fit400" else ("", [])
-            s = f"{st.fmean(secs[arm]):.0f}" if secs[arm] and None not in secs[arm] else ""
-            md.append(f"| {label} | {', '.join(map(str, steps[arm]))} | {s} | {pm(list(v.values()))} | "
-                      f"{' / '.join(f'{v[k]:.2f}' for k in sorted(v))} | {d} |")
-        if base:
-            for arm, v in (("test-fit400", f400), ("test-fit2000", f2000)):
-                d, _ = paired(v, base)
-                if d:
-                    md.append(f"\n{arm}: glico vs the baseline (paired) {d}")
+    for stage, where in (("val", "validation, split seeds 100 and 101"), ("test", "test set, seeds 0, 1, 2")):
+        md += fit_rows(arms, stage, where, base if stage == "test" else {})
     out.mkdir(parents=True, exist_ok=True)
     (out / "protocol.json").write_text(json.dumps(arms, indent=1, sort_keys=True))
     (out / "protocol.md").write_text("\n".join(md) + "\n")
