@@ -4,7 +4,8 @@
 
 RUNS_DIR holds the `glico evaluate` folders of the issue 16 runs (their names say what they are:
 val-p1-s100, val-p05-s101, test-p1-s0, test-p05-s2, repro-cutout-s0 (cutout at p = 1, seed 0),
-test-fit400-s1, test-fit2000-s1, test-baseline); every folder's runs.jsonl is read. Writes
+test-fit400-s1, test-fit2000-s1, val-fit400, val-fit2000-s100, val-erase033, val-erase040,
+test-baseline); every folder's runs.jsonl is read. Writes
 OUT_DIR/protocol.json (every run's top-1 / top-5 / steps / seconds, grouped) and OUT_DIR/protocol.md
 (the tables: mean ± STE over seeds and the paired per-seed difference).
 """
@@ -112,6 +113,15 @@ def main(runs_dir: Path, out: Path) -> None:
     if base:
         md.append(f"| baseline (no policy) | {pm(list(base.values()))} | | | {' / '.join(f'{base[s]:.2f}' for s in sorted(base))} | |")
     md += p_rows(arms, "test", 2)
+    e33, e40 = top1(arms, "val-erase033", "random-erasing"), top1(arms, "val-erase040", "random-erasing")
+    if e33 or e40:
+        md.append("\n**Random Erasing's area** (validation, split seeds 100 and 101; p 0.5, its own):\n")
+        md.append("| area | top-1 | per seed (100 / 101) | vs 2–33 % (paired) |")
+        md.append("|---|---|---|---|")
+        for label, v in (("2–33 % (torchvision's, the default)", e33), ("2–40 % (the Random Erasing paper's)", e40)):
+            if v:
+                d = paired(v, e33)[0] if v is e40 else ""
+                md.append(f"| {label} | {pm(list(v.values()))} | {' / '.join(f'{v[k]:.1f}' for k in sorted(v))} | {d} |")
     for stage, where in (("val", "validation, split seeds 100 and 101"), ("test", "test set, seeds 0, 1, 2")):
         md += fit_rows(arms, stage, where, base if stage == "test" else {})
     out.mkdir(parents=True, exist_ok=True)
