@@ -178,7 +178,8 @@ def test_pretrained_from_a_file_loads_its_weights_and_keeps_a_fresh_head(tmp_pat
 
 
 def test_missing_imagenet_weights_are_refused_before_the_data_with_the_fix(tmp_path, monkeypatch):
-    monkeypatch.setenv("TORCH_HOME", str(tmp_path / "hub"))
+    # The hub folder, whatever an earlier test or the environment set it to (torch.hub.set_dir wins over TORCH_HOME).
+    monkeypatch.setattr(torch.hub, "get_dir", lambda: str(tmp_path / "hub"))
 
     def offline(*a, **k):
         raise urllib.error.URLError("no network")
