@@ -176,7 +176,8 @@ class EvaluateConfig:
             paper's is (0.02, 0.4)).
         pretrained: weights of a torchvision downstream classifier (``resnet50``, ``vgg19``): None (random
             initialisation, default), ``"imagenet"`` (torchvision's IMAGENET1K_V1, through torch's hub
-            cache), or the path of a local state dict.        model: the GLICO composition by names (see :class:`glico.names.ModelSpec` fields), without
+            cache), or the path of a local state dict.
+        model: the GLICO composition by names (see :class:`glico.names.ModelSpec` fields), without
             image_shape / num_classes.
         image_size: resize images (needed for folders of mixed sizes and for CUB).
         max_test: evaluate on a fixed stratified subsample of the test set (None: all of it).

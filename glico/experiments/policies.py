@@ -608,19 +608,17 @@ def _factories(
         # The coins get their own stream (seed + 1), apart from the policy's draws.
         return make if policy_p is None else (lambda: Replace(make(), policy_p, seed=seed + 1))
 
-    own = {
-        "cutout": lambda: Cutout(size=cutout_size, seed=seed),
-        "autoaugment": lambda: AutoAugment(seed=seed),
-        "randaugment": lambda: RandAugment(seed=seed),
-        "trivialaugment": lambda: TrivialAugmentWide(seed=seed),
-        "mixup": lambda: MixUp(num_classes=num_classes, seed=seed),
-        "cutmix": lambda: CutMix(num_classes=num_classes, seed=seed),
-    }
-    policies: dict[str, Callable[[], BatchPolicy]] = {name: replaced(make) for name, make in own.items()}
     # Random Erasing has its own per-image probability (its paper's p = 0.5): policy_p sets it, not a second coin.
     erasing_p = 0.5 if policy_p is None else policy_p
-    policies["random-erasing"] = lambda: RandomErasing(p=erasing_p, scale=erasing_scale, seed=seed)
-    policies = {name: policies[name] for name in ("cutout", "random-erasing", *list(own)[1:])}
+    policies: dict[str, Callable[[], BatchPolicy]] = {
+        "cutout": replaced(lambda: Cutout(size=cutout_size, seed=seed)),
+        "random-erasing": lambda: RandomErasing(p=erasing_p, scale=erasing_scale, seed=seed),
+        "autoaugment": replaced(lambda: AutoAugment(seed=seed)),
+        "randaugment": replaced(lambda: RandAugment(seed=seed)),
+        "trivialaugment": replaced(lambda: TrivialAugmentWide(seed=seed)),
+        "mixup": replaced(lambda: MixUp(num_classes=num_classes, seed=seed)),
+        "cutmix": replaced(lambda: CutMix(num_classes=num_classes, seed=seed)),
+    }
     # GLICO then a policy on the whole batch, the synthetic images included (the paper's GLICO + AutoAugment).
     combined = {f"glico+{name}": (lambda make=make: Compose(glico(), make())) for name, make in policies.items()}
     # A label-keeping policy on the real images only, then GLICO's replacement: the synthetic images skip the
