@@ -5,10 +5,12 @@
 - :class:`ResNet50`, :class:`VGG19`: torchvision backbones (random, torchvision weights enum, or local file).
 - :class:`LatentMLP`: the 3-layer "latent classifier" on the codes (``consumes_codes = True``).
 - :class:`CrossEntropy`, :class:`CosineLoss`: per-sample class losses.
+- :class:`CosineEmbeddingClassifier`: Barz & Denzler's cosine-loss classifier around any network (downstream).
 
 Image classifiers take (B, C, H, W) images with values in [0, 1] and return raw logits (B, num_classes).
 """
 from .base import Classifier, ClassLoss
+from .cosine_embedding import CosineEmbeddingClassifier
 from .latent_mlp import LatentMLP
 from .losses import CosineLoss, CrossEntropy
 from .torchvision_models import ResNet50, VGG19, load_torchvision_weights
@@ -25,5 +27,6 @@ __all__ = [
     "LatentMLP",
     "CrossEntropy",
     "CosineLoss",
+    "CosineEmbeddingClassifier",
     "load_torchvision_weights",
 ]

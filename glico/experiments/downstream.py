@@ -112,7 +112,8 @@ def train_classifier(
     checkpoint_minutes: float = 10.0,
     resume: bool = False,
 ) -> nn.Module:
-    """Train ``classifier`` with cross-entropy, SGD + Nesterov, a step (or cosine) schedule, standard crop/flip,
+    """Train ``classifier`` with cross-entropy (or the classifier's own ``training_loss(logits, targets)``
+    where it defines one, as :class:`glico.classifiers.CosineEmbeddingClassifier` does), SGD + Nesterov, a step (or cosine) schedule, standard crop/flip,
     and, if given, ``policy`` applied to each batch ``(images, labels, idx) -> (images, targets)``
     before the standard augmentation (targets may be soft, as MixUp and CutMix make them). The
     classifier is trained in place and returned in eval mode and the default (contiguous) memory
@@ -149,6 +150,8 @@ def train_classifier(
     else:
         marks = sorted({max(1, int(f * config.steps)) for f in config.milestones})
         sched = torch.optim.lr_scheduler.MultiStepLR(opt, marks, gamma=config.lr_decay)
+    # A classifier may bring its own loss (e.g. glico.classifiers.CosineEmbeddingClassifier's cosine loss).
+    loss_fn = getattr(classifier, "training_loss", None) or soft_cross_entropy
     g_host = torch.Generator().manual_seed(config.seed)
     g_dev = torch.Generator(device=dev).manual_seed(config.seed + 7)
     perm, pos = torch.randperm(n, generator=g_host).to(dev), 0
@@ -177,7 +180,7 @@ def train_classifier(
                 xb = random_crop_flip(xb, config.crop_pad, config.flip, g_dev).contiguous(memory_format=fmt)
                 with torch.autocast(dev.type, dtype=torch.bfloat16, enabled=bf16):
                     logits = classifier(xb)
-                loss = soft_cross_entropy(logits.float(), tb)
+                loss = loss_fn(logits.float(), tb)
                 opt.zero_grad(set_to_none=True)
                 loss.backward()
                 opt.step()
