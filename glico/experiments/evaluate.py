@@ -44,6 +44,109 @@ log = logging.getLogger(__name__)
 #: The methods that sample from a fitted GLICO model: ``glico`` and ``glico+POLICY``.
 GLICO_METHODS = tuple(m for m in policy_names() if "glico" in m.split("+"))
 
+#: The comparison systems that are not batch policies, and what each is.
+OTHER_METHODS: dict[str, str] = {
+    "mixmatch": "MixMatch (Berthelot et al.) on the split and unlabelled images (--unlabeled)",
+    "cosine-loss": "Barz & Denzler's cosine-loss classifier (+ 0.1 cross-entropy), the paper's [29]",
+    "cdcgan": "a conditional DCGAN fitted on the split (the fit's budget), its samples replacing examples with "
+              "the GLICO probability",
+}
+
+#: The methods whose images come from a generator fitted on the split: FID (``fid=``) is measured for these.
+GENERATIVE_METHODS = ("glico", "cdcgan")
+
+#: Named method lists: ``table1`` is the paper's Table I (labelled data only, so MixMatch's unlabelled images
+#: are the split's own).
+PRESETS: dict[str, dict[str, Any]] = {
+    "table1": {"methods": ("baseline", "glico", "mixmatch", "cutout", "random-erasing", "cosine-loss"),
+               "unlabeled": "split"},
+}
+
+UNLABELED_HELP = ("split (the labelled split itself, labels unused: the paper's Table I 'labelled data only'), "
+                  "rest (every other training image), rest:N (N more per class in the split's seeded order), "
+                  "folder:PATH (image files under PATH), test (the test images: transductive, said so in the results)")
+
+
+def method_names() -> tuple[str, ...]:
+    """The methods ``glico evaluate`` compares: the batch policies, then :data:`OTHER_METHODS`."""
+    return policy_names() + tuple(OTHER_METHODS)
+
+
+def check_unlabeled(source: str | None) -> None:
+    """Refuse an unlabelled-image source :func:`unlabeled_images` does not know (the message lists them)."""
+    if source is None or source in ("split", "rest", "test"):
+        return
+    if isinstance(source, str) and source.startswith("folder:") and len(source) > 7:
+        return
+    if isinstance(source, str) and source.startswith("rest:"):
+        n = source[5:]
+        if n.isdigit() and int(n) >= 1:
+            return
+    raise ValueError(f"unknown unlabelled-image source {source!r}; give one of: {UNLABELED_HELP}")
+
+
+def unlabeled_images(source: str, data, spc: int, seed: int, validation: int | None = None,
+                     image_size: int | None = None) -> tuple[torch.Tensor, dict[str, Any]]:
+    """The unlabelled images of the split ``(spc, seed)`` from ``source`` (:data:`UNLABELED_HELP`), never its
+    validation images; ``test`` only when asked for (and refused with ``validation``).
+
+    ``rest`` and ``rest:N`` are the training images after the split (and after its ``validation`` images) in
+    each class's seeded order (:func:`glico.data.small_sample_split`), so they are disjoint from both.
+
+    Returns:
+        ``(images, info)``, info ``{"source": ..., "n": ...}``.
+
+    Raises:
+        ValueError: no images there (the message says where else to give them).
+
+    Shape:
+        images (M, C, H, W) in [0, 1]
+    """
+    from glico.data import small_sample_split
+
+    check_unlabeled(source)
+    held = spc + (validation or 0)
+    if source == "split":
+        images = small_sample_split(data.train, spc, seed)[0].images
+    elif source == "test":
+        if validation is not None:
+            raise ValueError("unlabeled='test' uses the test images, and validation runs never touch the test set; "
+                             "use split, rest or rest:N there")
+        images = data.require_test("unlabelled test images").images
+    elif source.startswith("folder:"):
+        images = _folder_images(Path(source[7:]), image_size)
+    else:
+        inside = small_sample_split(data.train, held, seed)[1]
+        if source == "rest":  # every other training image, whatever each class has left
+            keep = torch.ones(data.train.images.shape[0], dtype=torch.bool)
+            keep[inside] = False
+            images = data.train.images[keep]
+        else:
+            per = min(int(source[5:]), int(data.train.class_counts().min()) - held)
+            wider = small_sample_split(data.train, held + per, seed)[1] if per > 0 else inside
+            images = data.train.images[wider[~torch.isin(wider, inside)]]
+        if images.shape[0] == 0:
+            raise ValueError(f"unlabeled={source!r}: no training images are left after the split ({spc} per class)"
+                             + (f" and its {validation} validation images" if validation else "")
+                             + f"; give unlabelled images with folder:PATH, or use split. Valid sources: {UNLABELED_HELP}")
+    c = data.train.images.shape[1:]
+    if tuple(images.shape[1:]) != tuple(c):
+        raise ValueError(f"unlabelled images from {source!r} have shape {tuple(images.shape[1:])}; the data's are "
+                         f"{tuple(c)} (give --image-size, or images with the data's channels)")
+    return images, {"source": source, "n": int(images.shape[0])}
+
+
+def _folder_images(folder: Path, image_size: int | None) -> torch.Tensor:
+    """Every image file under ``folder`` (any layout, labels unused), decoded to [0, 1]."""
+    from glico.data.decode import decode_files, is_image_name, to_float
+
+    if not folder.is_dir():
+        raise ValueError(f"unlabelled images: {folder} is not a folder (give folder:PATH, a folder of image files)")
+    paths = sorted(p for p in folder.rglob("*") if p.is_file() and is_image_name(p.name))
+    if not paths:
+        raise ValueError(f"unlabelled images: no image files under {folder}")
+    return to_float(decode_files(paths, image_size, desc="decoding unlabelled images"))
+
 
 def _downstream_classifiers(pretrained: Any = None) -> dict[str, Callable[[int, int, int], nn.Module]]:
     """Downstream classifier names (the CLI's ``--classifier``) -> factory(in_channels, num_classes, size).
@@ -147,7 +250,9 @@ class EvaluateConfig:
         data: data SPEC (``digits``, ``cifar10:DIR``, ``folder:PATH``, ...).
         spcs: samples per class; one split per (spc, seed).
         seeds: split / training seeds.
-        methods: batch policies to compare (see :func:`glico.experiments.policies.policy_names`).
+        methods: the methods to compare (:func:`method_names`): batch policies
+            (:func:`glico.experiments.policies.policy_names`) and the comparison systems of
+            :data:`OTHER_METHODS` (``mixmatch``, ``cosine-loss``, ``cdcgan``).
         classifier: downstream classifier name (``wrn-28-10``, ``resnet50``, ``vgg19``, ``weak``, any
             ``wrn-DEPTH-K``; :func:`downstream_classifier`).
         epochs: classifier budget in epochs of the training set oversampled to ``oversample_to`` images
@@ -177,6 +282,13 @@ class EvaluateConfig:
         pretrained: weights of a torchvision downstream classifier (``resnet50``, ``vgg19``): None (random
             initialisation, default), ``"imagenet"`` (torchvision's IMAGENET1K_V1, through torch's hub
             cache), or the path of a local state dict.
+        unlabeled: where MixMatch's unlabelled images come from (required with ``mixmatch``, refused
+            without it): ``split``, ``rest``, ``rest:N``, ``folder:PATH`` or ``test`` (:func:`unlabeled_images`).
+        fid: measure FID of each generative method's samples (:data:`GENERATIVE_METHODS`) against the
+            training set: None (default, not measured), ``"inception"`` (torchvision's Inception-v3
+            ImageNet weights, through torch's hub cache), ``"random-inception"`` (seeded random weights:
+            offline, comparable within one evaluation only), or the path of Inception-v3 weights.
+        fid_images: images per FID set (generated, and real from the training set).
         model: the GLICO composition by names (see :class:`glico.names.ModelSpec` fields), without
             image_shape / num_classes.
         image_size: resize images (needed for folders of mixed sizes and for CUB).
@@ -220,12 +332,32 @@ class EvaluateConfig:
     cutout_size: int | None = None
     erasing_scale: tuple[float, float] = ERASING_SCALE
     pretrained: str | None = None
+    unlabeled: str | None = None
+    fid: str | None = None
+    fid_images: int = 1000
 
     def __post_init__(self) -> None:
-        valid = policy_names()
+        valid = method_names()
         bad = [m for m in self.methods if m not in valid]
         if bad:
             raise ValueError(f"unknown method(s) {', '.join(bad)}; valid: {', '.join(valid)}")
+        check_unlabeled(self.unlabeled)
+        if "mixmatch" in self.methods and self.unlabeled is None:
+            raise ValueError(f"mixmatch trains on unlabelled images too: say where they come from with unlabeled= "
+                             f"(--unlabeled): {UNLABELED_HELP}")
+        if self.unlabeled is not None and "mixmatch" not in self.methods:
+            raise ValueError(f"unlabeled={self.unlabeled!r} is used by mixmatch only, which is not among the methods "
+                             f"({', '.join(self.methods)}); drop it or add mixmatch")
+        if self.unlabeled == "test" and self.validation is not None:
+            raise ValueError("unlabeled='test' uses the test images, and validation runs never touch the test set; "
+                             "use split, rest or rest:N there")
+        if self.fid is not None:
+            fid_extractor(self.fid, check_only=True)
+            if not any(m in GENERATIVE_METHODS for m in self.methods):
+                raise ValueError(f"fid is measured for the generative methods ({', '.join(GENERATIVE_METHODS)}), and "
+                                 f"none is among the methods ({', '.join(self.methods)}); add one or drop fid")
+        if isinstance(self.fid_images, bool) or not isinstance(self.fid_images, int) or self.fid_images < 10:
+            raise ValueError(f"fid_images must be an integer >= 10; got {self.fid_images!r}")
         downstream_classifier(self.classifier)
         resolve_oversample(self.oversample_to, 1)
         resolve_oversample(self.fit_oversample_to, 1)
@@ -260,7 +392,35 @@ class EvaluateConfig:
 CONFIG_ADDED_LATER: dict[str, Any] = {
     "schedule": "step", "test_fraction": None, "oversample_to": OVERSAMPLE_TO, "fit_oversample_to": 0,
     "baseline_p": None, "cutout_size": None, "erasing_scale": list(ERASING_SCALE), "pretrained": None,
+    "unlabeled": None, "fid": None, "fid_images": 1000,
 }
+
+FID_EXTRACTORS = ("inception", "random-inception")
+
+
+def fid_extractor(name: str, check_only: bool = False):
+    """The FID feature extractor named ``name``: ``inception`` (ImageNet weights; fetched here, so that missing
+    weights are refused before any work, with where the file goes), ``random-inception`` (random weights from
+    seed 0), or a path of Inception-v3 weights. ``check_only``: refuse a bad name or a missing file without
+    building the network.
+
+    Raises:
+        ValueError: an unknown name; FileNotFoundError: a path that does not exist.
+    """
+    from glico.experiments.fid import InceptionFeatures
+
+    if name not in FID_EXTRACTORS and not Path(name).is_file():
+        if Path(name).suffix or "/" in name:
+            raise FileNotFoundError(f"fid: no Inception-v3 weights file at {name}")
+        raise ValueError(f"fid must be one of {', '.join(FID_EXTRACTORS)} or the path of Inception-v3 weights; "
+                         f"got {name!r}")
+    if check_only:
+        return None
+    if name == "random-inception":
+        with torch.random.fork_rng(devices=[]):
+            torch.manual_seed(0)
+            return InceptionFeatures(weights=None)
+    return InceptionFeatures() if name == "inception" else InceptionFeatures(weights=name)
 
 
 def mean_ste(values: list[float]) -> tuple[float, float]:
@@ -284,12 +444,16 @@ def run_evaluation(cfg: EvaluateConfig, out: Path, progress: bool = True, echo: 
         The results dictionary written to results.json.
     """
     from glico.augment import GLICOAugmenter
+    from glico.classifiers.cosine_embedding import XENT_WEIGHT
     from glico.data import load_data, small_sample_split, validation_split
+    from glico.experiments.cdcgan import CDCGANConfig
+    from glico.experiments.mixmatch import MixMatchConfig
     from glico.training import FitConfig, resolve_device
 
     resolve_device(cfg.device)
     precision = resolve_precision(cfg.precision, cfg.device)  # refuses bf16 off CUDA before any work
     check_pretrained(cfg.classifier, cfg.pretrained)  # before the data: a missing weights file is refused at once
+    extractor = None if cfg.fid is None else fid_extractor(cfg.fid)  # likewise missing Inception weights
     total = len(cfg.spcs) * len(cfg.seeds) * len(cfg.methods)
     config = {**asdict(cfg), "spcs": list(cfg.spcs), "seeds": list(cfg.seeds), "methods": list(cfg.methods),
               "glico_t": None if cfg.glico_t is None else list(cfg.glico_t), "erasing_scale": list(cfg.erasing_scale)}
@@ -322,6 +486,11 @@ def run_evaluation(cfg: EvaluateConfig, out: Path, progress: bool = True, echo: 
         if warning:
             echo(warning)
     runs: list[dict] = []
+    reference = None  # the training set's FID statistics, computed when first needed
+
+    def fit_steps(n: int) -> int:
+        return FitConfig(epochs=cfg.fit_epochs, batch_size=cfg.fit_batch_size, oversample_to=fit_oversample).steps(n)
+
     started = time.perf_counter()
     done = ran = 0
     n_test = 0 if data.test is None else int(data.test.images.shape[0])
@@ -329,6 +498,9 @@ def run_evaluation(cfg: EvaluateConfig, out: Path, progress: bool = True, echo: 
                f"scored on {cfg.validation} held-out training images per class (validation; the test set is not used)")
     echo(f"glico evaluate: {data.name}, {k} classes, {scoring}; spc {list(cfg.spcs)}, "
          f"seeds {list(cfg.seeds)}, methods {', '.join(cfg.methods)}, classifier {cfg.classifier} on {cfg.device}")
+    if cfg.unlabeled == "test":
+        echo("glico evaluate: MixMatch's unlabelled images are the test images (transductive: their labels are not "
+             "used, but the scores are not those of an inductive method)")
     to_run = total - len(kept)
     line = kept.resume_line(total)
     if line:
@@ -344,8 +516,10 @@ def run_evaluation(cfg: EvaluateConfig, out: Path, progress: bool = True, echo: 
                                          lr=cfg.lr, weight_decay=cfg.weight_decay, flip=flip, seed=seed,
                                          device=cfg.device, progress=progress, precision=cfg.precision,
                                          cosine=cfg.schedule == "cosine", oversample_to=oversample)
-                augmenter = None
+                augmenter = model = cdcgan = unlabeled = None
                 fit_info: dict[str, Any] = {}
+                cdcgan_info: dict[str, Any] = {}
+                unlabeled_info: dict[str, Any] = {}
                 if any(m in GLICO_METHODS for m in todo):
                     model, fit_info = fit_glico(cfg.model, train, seed=seed, epochs=cfg.fit_epochs,
                                                 batch_size=cfg.fit_batch_size, device=cfg.device, progress=progress,
@@ -353,6 +527,13 @@ def run_evaluation(cfg: EvaluateConfig, out: Path, progress: bool = True, echo: 
                                                 cache_dir=fit_cache, oversample_to=fit_oversample)
                     augmenter = GLICOAugmenter(model, p=cfg.glico_p, seed=seed, t_values=cfg.glico_t,
                                                refresh_every=cfg.glico_refresh)
+                if "cdcgan" in todo:
+                    cdcgan, cdcgan_info = fit_cdcgan_for(train, seed=seed, steps=fit_steps(spc * k), device=cfg.device,
+                                                         batch_size=cfg.fit_batch_size, progress=progress,
+                                                         samples_png=out / f"cdcgan-samples-spc{spc}-seed{seed}.png")
+                if "mixmatch" in todo:
+                    unlabeled, unlabeled_info = unlabeled_images(cfg.unlabeled, data, spc, seed, cfg.validation,
+                                                                 cfg.image_size)
                 for method in cfg.methods:
                     done += 1
                     previous = kept.done(spc=spc, seed=seed, method=method)
@@ -360,15 +541,23 @@ def run_evaluation(cfg: EvaluateConfig, out: Path, progress: bool = True, echo: 
                         runs.append(previous)
                         continue
                     acc = train_and_score(method, factory, train, held_out, tcfg, augmenter=augmenter, seed=seed,
-                                          desc=f"{method} spc{spc} s{seed}", **policy_settings)
-                    run = {"spc": spc, "seed": seed, "method": method, **acc,
-                           "steps": tcfg.steps, "fit": fit_info if method in GLICO_METHODS else None}
+                                          desc=f"{method} spc{spc} s{seed}", cdcgan=cdcgan, glico_p=cfg.glico_p,
+                                          unlabeled=unlabeled, **policy_settings)
+                    info = (fit_info if method in GLICO_METHODS else cdcgan_info if method == "cdcgan"
+                            else unlabeled_info if method == "mixmatch" else None)
+                    run = {"spc": spc, "seed": seed, "method": method, **acc, "steps": tcfg.steps, "fit": info}
+                    if extractor is not None and method in GENERATIVE_METHODS:
+                        if reference is None:
+                            reference = fid_reference(data.train, cfg.fid_images, extractor, cfg.device)
+                        run["fid"] = generated_fid(model if method == "glico" else cdcgan, k, cfg.fid_images, seed,
+                                                   extractor, reference, cfg.device)
                     kept.add(run)
                     runs.append(run)
                     ran += 1
                     eta = (time.perf_counter() - started) / ran * (to_run - ran)
                     echo(f"  spc {spc:>3} seed {seed} {method:>18}: top-1 {acc['top1']:6.2f} %  "
                          + (f"top-5 {acc['top5']:6.2f} %  " if acc["top5"] is not None else "")
+                         + (f"FID {run['fid']:.1f}  " if "fid" in run else "")
                          + f"({acc['seconds']:.0f} s; {done}/{total} done, "
                          f"about {eta / 60:.1f} min left)")
     except KeyboardInterrupt:
@@ -381,10 +570,18 @@ def run_evaluation(cfg: EvaluateConfig, out: Path, progress: bool = True, echo: 
         "scored_on": scored_on,
         "recipe": {"steps_per_run": {str(s): steps_for(s * k, cfg.batch_size, cfg.epochs, oversample) for s in cfg.spcs},
                    "oversample_to": oversample,
-                   "fit_steps": {str(s): FitConfig(epochs=cfg.fit_epochs, batch_size=cfg.fit_batch_size,
-                                                   oversample_to=fit_oversample).steps(s * k) for s in cfg.spcs},
+                   "fit_steps": {str(s): fit_steps(s * k) for s in cfg.spcs},
                    "baseline_p": cfg.baseline_p, "cutout_size": policy_settings["cutout_size"],
                    "erasing_scale": list(cfg.erasing_scale), "pretrained": cfg.pretrained,
+                   **({"unlabeled": cfg.unlabeled, "transductive": cfg.unlabeled == "test",
+                       "mixmatch": asdict(MixMatchConfig())} if "mixmatch" in cfg.methods else {}),
+                   **({"cdcgan": {**{n: v for n, v in asdict(CDCGANConfig()).items()
+                                     if n not in ("seed", "device", "progress")},
+                                  "steps": {str(s): fit_steps(s * k) for s in cfg.spcs},
+                                  "batch_size": cfg.fit_batch_size}} if "cdcgan" in cfg.methods else {}),
+                   **({"cosine_loss_xent_weight": XENT_WEIGHT} if "cosine-loss" in cfg.methods else {}),
+                   **({"fid": {"features": cfg.fid, "images": cfg.fid_images,
+                               "reference": "training images, n // K per class"}} if cfg.fid is not None else {}),
                    "optimizer": optimizer_text(cfg.schedule, cfg.weight_decay),
                    "precision": precision,
                    "standard_augmentation": f"random crop (pad {max(1, h // 8)})" + (" + horizontal flip" if flip else "")},
@@ -562,31 +759,111 @@ def _fit_key(spec, train, unlabeled: torch.Tensor | None, **budget: Any) -> str:
 
 def train_and_score(method: str, factory: Callable[[int, int, int], nn.Module], train, test, config: TrainConfig, *,
                     augmenter=None, seed: int = 0, desc: str = "train", policy_p: float | None = None,
-                    cutout_size: int | None = None, erasing_scale: tuple[float, float] = ERASING_SCALE) -> dict[str, float]:
-    """Train a fresh downstream classifier on ``train`` with the batch policy ``method`` and score it.
+                    cutout_size: int | None = None, erasing_scale: tuple[float, float] = ERASING_SCALE,
+                    cdcgan: nn.Module | None = None, glico_p: float = 0.5,
+                    unlabeled: torch.Tensor | None = None) -> dict[str, float]:
+    """Train a fresh downstream classifier on ``train`` with ``method`` and score it.
 
     Args:
-        method: a policy name (:func:`glico.experiments.policies.policy_names`).
+        method: a method name (:func:`method_names`): a batch policy, ``mixmatch`` (trained by
+            :func:`glico.experiments.mixmatch.train_mixmatch` on ``train`` and ``unlabeled``, its weights'
+            moving average scored), ``cosine-loss`` (the classifier wrapped in
+            :class:`glico.classifiers.CosineEmbeddingClassifier`, standard augmentation only) or ``cdcgan``
+            (:class:`glico.experiments.cdcgan.CDCGANPolicy` of ``cdcgan`` with probability ``glico_p``).
         factory: (in_channels, num_classes, image_size) -> a new classifier (seeded with ``seed`` first).
         train, test: :class:`glico.data.ImageSet` s.
-        config: the recipe (:func:`downstream_config`).
+        config: the recipe (:func:`downstream_config`), the same for every method.
         augmenter: a :class:`glico.augment.GLICOAugmenter` of a model fitted on ``train`` (GLICO methods).
         policy_p, cutout_size, erasing_scale: the baselines' protocol
             (:func:`glico.experiments.policies.build_policy`).
+        cdcgan, glico_p: the conditional generator fitted on ``train`` and its replacement probability (``cdcgan``).
+        unlabeled: MixMatch's unlabelled images (``mixmatch``).
 
     Returns:
         ``{"top1": %, "top5": %, "seconds": s}`` on ``test``.
     """
     c, h, _ = train.images.shape[1:]
     k = len(train.class_names)
-    policy = build_policy(method, num_classes=k, glico_augmenter=augmenter, seed=seed, image_size=h,
-                          policy_p=policy_p, cutout_size=cutout_size, erasing_scale=erasing_scale)
+    if method in OTHER_METHODS:
+        policy = None
+        if method == "cdcgan":
+            from glico.experiments.cdcgan import CDCGANPolicy
+
+            if cdcgan is None:
+                raise ValueError("method 'cdcgan' needs the conditional generator fitted on the split (cdcgan=)")
+            policy = CDCGANPolicy(cdcgan, p=glico_p, seed=seed)
+        elif method == "mixmatch" and unlabeled is None:
+            raise ValueError("method 'mixmatch' needs unlabelled images (unlabeled=; --unlabeled on the command line: "
+                             f"{UNLABELED_HELP})")
+    else:
+        policy = build_policy(method, num_classes=k, glico_augmenter=augmenter, seed=seed, image_size=h,
+                              policy_p=policy_p, cutout_size=cutout_size, erasing_scale=erasing_scale)
     torch.manual_seed(seed)
     clf = factory(c, k, h)
     t0 = time.perf_counter()
-    train_classifier(clf, train.images, train.labels, config, policy=policy, desc=desc)
+    if method == "mixmatch":
+        from glico.experiments.mixmatch import train_mixmatch
+
+        clf = train_mixmatch(clf, train.images, train.labels, unlabeled, k, config, desc=desc)
+    else:
+        if method == "cosine-loss":
+            from glico.classifiers import CosineEmbeddingClassifier
+
+            clf = CosineEmbeddingClassifier(clf, k)
+        train_classifier(clf, train.images, train.labels, config, policy=policy, desc=desc)
     acc = evaluate(clf, test.images, test.labels, device=config.device)
     return {**acc, "seconds": round(time.perf_counter() - t0, 1)}
+
+
+def fit_cdcgan_for(train, *, seed: int, steps: int, batch_size: int, device: str, progress: bool,
+                   samples_png: Path | None = None):
+    """Fit the conditional DCGAN of :mod:`glico.experiments.cdcgan` on the split ``train`` with GLICO's fit
+    budget (``steps``, ``batch_size``) and seed; ``samples_png``: a grid of 8 samples per class written there.
+
+    Returns:
+        ``(generator, info)`` (info: seconds, steps, last losses).
+    """
+    from glico.experiments.cdcgan import CDCGANConfig, fit_cdcgan, sample_cdcgan
+
+    gen, info = fit_cdcgan(train.images, train.labels, CDCGANConfig(steps=steps, batch_size=batch_size, seed=seed,
+                                                                  device=device, progress=progress),
+                           num_classes=len(train.class_names))
+    if samples_png is not None:
+        from glico.viz import save_grid
+
+        labels = torch.arange(len(train.class_names)).repeat_interleave(8)
+        save_grid(sample_cdcgan(gen, labels, torch.Generator(device=device).manual_seed(seed)).cpu(), samples_png,
+                  nrow=8)
+    return gen, info
+
+
+def fid_reference(train, n: int, extractor, device: str):
+    """FID statistics of ``n`` training images (``n // K`` of each class, the first of each class's seed-0
+    order: the same for every split and seed of an evaluation)."""
+    from glico.data import small_sample_split
+    from glico.experiments.fid import feature_statistics
+
+    k = len(train.class_names)
+    per = max(1, min(n // k, int(train.class_counts().min())))
+    images = small_sample_split(train, per, 0)[0].images
+    return feature_statistics(images, extractor, device=device, progress=False)
+
+
+def generated_fid(generator, k: int, n: int, seed: int, extractor, reference, device: str) -> float:
+    """FID between ``n // K`` samples of each class from ``generator`` (a fitted GLICO model, or a conditional
+    DCGAN) and the ``reference`` statistics (:func:`fid_reference`)."""
+    from glico.experiments.fid import feature_statistics, frechet_distance
+
+    labels = torch.arange(k).repeat_interleave(max(1, n // k))
+    if hasattr(generator, "sample"):  # GLICO: slerp between same-class codes, the policy's t values
+        images = torch.cat([generator.sample(chunk, seed=seed + i) for i, chunk in enumerate(labels.split(256))])
+    else:
+        from glico.experiments.cdcgan import sample_cdcgan
+
+        g = torch.Generator(device=device).manual_seed(seed + 3)
+        images = torch.cat([sample_cdcgan(generator, chunk, g) for chunk in labels.split(256)])
+    stats = feature_statistics(images.cpu(), extractor, device=device, progress=False)
+    return round(frechet_distance(stats.mu, stats.sigma, reference.mu, reference.sigma), 2)
 
 
 def aggregate(runs: list[dict], key: str = "method") -> list[dict]:
@@ -599,18 +876,24 @@ def aggregate(runs: list[dict], key: str = "method") -> list[dict]:
         t1, s1 = mean_ste([r["top1"] for r in sel])
         top5 = [r["top5"] for r in sel]
         t5, s5 = mean_ste(top5) if None not in top5 else (None, None)  # None: 5 classes or fewer
-        rows.append({"spc": spc, key: name, "top1": t1, "top1_ste": s1, "top5": t5, "top5_ste": s5,
-                     "seeds": [r["seed"] for r in sel]})
+        row = {"spc": spc, key: name, "top1": t1, "top1_ste": s1, "top5": t5, "top5_ste": s5,
+               "seeds": [r["seed"] for r in sel]}
+        if all("fid" in r for r in sel):
+            row["fid"], row["fid_ste"] = mean_ste([r["fid"] for r in sel])
+        rows.append(row)
     return rows
 
 
 def markdown_table(summary: list[dict], cfg: EvaluateConfig) -> str:
-    """One row per method, one column pair (top-1, top-5) per SPC: mean ± STE over seeds."""
+    """One row per method, one column pair (top-1, top-5) per SPC, and an FID column per SPC where FID was
+    measured: mean ± STE over seeds."""
     spcs = sorted({r["spc"] for r in summary})
     methods = list(dict.fromkeys(r["method"] for r in summary))
     top5 = any(r["top5"] is not None for r in summary)  # None with 5 classes or fewer: the column is left out
-    head = "| method | " + " | ".join(f"top-1 @ {s} spc" + (f" | top-5 @ {s} spc" if top5 else "") for s in spcs) + " |"
-    sep = "|---|" + ("---|---|" if top5 else "---|") * len(spcs)
+    fid = any("fid" in r for r in summary)
+    head = "| method | " + " | ".join(f"top-1 @ {s} spc" + (f" | top-5 @ {s} spc" if top5 else "")
+                                     + (f" | FID @ {s} spc" if fid else "") for s in spcs) + " |"
+    sep = "|---|" + ("---|" * (1 + top5 + fid)) * len(spcs)
     scored = ("the test set" if cfg.validation is None else
               f"validation images ({cfg.validation} per class held out of the training set; not the test set)")
     lines = [f"Accuracy (%) on {cfg.data}, {scored}, classifier {cfg.classifier}, mean ± STE over seeds "
@@ -622,8 +905,18 @@ def markdown_table(summary: list[dict], cfg: EvaluateConfig) -> str:
             cells.append(f"{r['top1']:.2f} ± {r['top1_ste']:.2f}")
             if top5:
                 cells.append("–" if r["top5"] is None else f"{r['top5']:.2f} ± {r['top5_ste']:.2f}")
+            if fid:
+                cells.append(f"{r['fid']:.1f} ± {r['fid_ste']:.1f}" if "fid" in r else "–")
         lines.append(f"| {m} | " + " | ".join(cells) + " |")
-    return "\n".join(lines) + "\n"
+    notes = []
+    if fid:
+        notes.append(f"FID: {cfg.fid_images} samples of each generative method against {cfg.fid_images} training "
+                     f"images, features of {cfg.fid}" + (" (random weights: comparable within this table only)"
+                                                         if cfg.fid == "random-inception" else ""))
+    if cfg.unlabeled is not None:
+        notes.append(f"MixMatch's unlabelled images: {cfg.unlabeled}" + (" (the test images: transductive)"
+                                                                         if cfg.unlabeled == "test" else ""))
+    return "\n".join(lines + ([""] + notes if notes else [])) + "\n"
 
 
 def plot_results(summary: list[dict], path: Path, title: str, key: str = "method") -> Path:
@@ -663,7 +956,7 @@ def plot_results(summary: list[dict], path: Path, title: str, key: str = "method
 # ------------------------------------------------------------------------------------------ CLI
 def _methods(text: str) -> tuple[str, ...]:
     names = tuple(m.strip() for m in text.split(",") if m.strip())
-    valid = policy_names()
+    valid = method_names()
     bad = [m for m in names if m not in valid]
     if bad or not names:
         raise argparse.ArgumentTypeError(f"unknown method(s) {', '.join(bad) or '(none)'}; valid: {', '.join(valid)}")
@@ -686,8 +979,19 @@ def add_evaluate_parser(sub, family_args: Callable[[argparse.ArgumentParser], No
     e.add_argument("--data", required=True, help="digits | cifar10:DIR | cifar100:DIR | cub:DIR | folder:PATH")
     e.add_argument("--spc", required=True, type=positive_int_list, help="samples per class, e.g. 10 or 10,25,50")
     e.add_argument("--seeds", default=(0, 1, 2), type=int_list, help="comma-separated seeds (default 0,1,2)")
-    e.add_argument("--methods", default=("baseline", "glico"), type=_methods,
-                   help=f"comma-separated: {', '.join(policy_names())}")
+    e.add_argument("--methods", default=None, type=_methods,
+                   help=f"comma-separated (default baseline,glico): {', '.join(method_names())}")
+    e.add_argument("--preset", default=None, choices=sorted(PRESETS),
+                   help="a named method list instead of --methods: table1 = the paper's Table I rows (" +
+                        ",".join(PRESETS["table1"]["methods"]) + ", MixMatch on labelled data only: --unlabeled split)")
+    e.add_argument("--unlabeled", default=None, metavar="SOURCE",
+                   help=f"MixMatch's unlabelled images (needed with mixmatch): {UNLABELED_HELP}")
+    e.add_argument("--fid", default=None, metavar="inception|random-inception|PATH",
+                   help="also measure FID of the generative methods' samples (glico, cdcgan) against training "
+                        "images: inception (ImageNet weights via torch's hub cache), random-inception (offline; "
+                        "comparable within one evaluation only) or a weights file")
+    e.add_argument("--fid-images", default=1000, type=positive_int, metavar="N",
+                   help="images per FID set (default 1000; on a CPU about 0.2 s each)")
     e.add_argument("--out", required=True, help="folder for results.json, results.md, results.png")
     e.add_argument("--classifier", default="wrn-28-10", type=classifier_name,
                    help=f"downstream classifier: {', '.join(_downstream_classifiers())} or wrn-DEPTH-K for any "
@@ -843,17 +1147,34 @@ def default_lr(args) -> float:
     return args.lr if args.lr is not None else (0.001 if args.data.startswith("cub:") else 0.1)
 
 
+def resolve_preset(methods: tuple[str, ...] | None, preset: str | None,
+                   unlabeled: str | None) -> tuple[tuple[str, ...], str | None]:
+    """``--methods`` / ``--preset`` / ``--unlabeled`` as (methods, unlabeled): the preset's list and its
+    unlabelled source unless ``--unlabeled`` is given; plain ``baseline,glico`` without either.
+
+    Raises:
+        ValueError: both ``--methods`` and ``--preset``.
+    """
+    if preset is None:
+        return (methods or ("baseline", "glico")), unlabeled
+    if methods is not None:
+        raise ValueError(f"give --methods or --preset, not both (--preset {preset} is --methods "
+                         f"{','.join(PRESETS[preset]['methods'])})")
+    return tuple(PRESETS[preset]["methods"]), unlabeled if unlabeled is not None else PRESETS[preset]["unlabeled"]
+
+
 def cmd_evaluate(args) -> int:
     model = model_fields_from_args(args)
+    methods, unlabeled = resolve_preset(args.methods, args.preset, args.unlabeled)
     cfg = EvaluateConfig(
-        data=args.data, spcs=args.spc, seeds=args.seeds, methods=args.methods, classifier=args.classifier,
+        data=args.data, spcs=args.spc, seeds=args.seeds, methods=methods, classifier=args.classifier,
         epochs=args.epochs, batch_size=default_batch_size(args), lr=default_lr(args),
         weight_decay=args.weight_decay, glico_p=args.glico_p, fit_epochs=args.fit_epochs, model=model,
         image_size=args.image_size, max_test=args.max_test, device=args.device, precision=args.precision,
         schedule=args.schedule, validation=args.validation, glico_t=args.glico_t, glico_refresh=args.glico_refresh,
         test_fraction=args.test_fraction, oversample_to=args.oversample_to, fit_oversample_to=args.fit_oversample_to,
         baseline_p=args.baseline_p, cutout_size=args.cutout_size, erasing_scale=args.erasing_scale,
-        pretrained=args.pretrained,
+        pretrained=args.pretrained, unlabeled=unlabeled, fid=args.fid, fid_images=args.fid_images,
     )
     run_evaluation(cfg, Path(args.out), progress=not args.quiet, resume=args.resume, overwrite=args.overwrite,
                    fit_cache=None if args.fit_cache is None else Path(args.fit_cache))

@@ -35,6 +35,20 @@ _GLICO_ONLY = {"glico_p", "glico_t", "glico_refresh", "fit_epochs", "fit_batch_s
 _GLICO_ONLY_RECIPE = {"fit_steps"}
 
 
+def _method_settings() -> dict[str, set[str]]:
+    """evaluate settings read by some methods only -> those methods: two pieces may differ in a setting when
+    one of them runs none of its methods, and the merged settings take it from a piece that does."""
+    from glico.experiments.evaluate import GENERATIVE_METHODS
+
+    return {"unlabeled": {"mixmatch"}, "fid": set(GENERATIVE_METHODS), "fid_images": set(GENERATIVE_METHODS)}
+
+
+def _unread(a: dict, b: dict) -> set[str]:
+    """The method-specific settings (:func:`_method_settings`) that one of the configs ``a``, ``b`` never reads."""
+    return {k for k, readers in _method_settings().items()
+            if not (readers & set(a["methods"])) or not (readers & set(b["methods"]))}
+
+
 def _with_defaults(settings: dict, added_later: dict) -> dict:
     """``settings`` with the fields a later glico added filled in with the value older runs had."""
     return {**added_later, **settings}
@@ -120,7 +134,7 @@ def merge_results(inputs: Sequence[str | Path], out: str | Path | None = None) -
             problems += _differences(_with_defaults(first["settings"], SETTINGS_ADDED_LATER),
                                      _with_defaults(r["settings"], SETTINGS_ADDED_LATER), _FREE_ABLATE)
         else:
-            free = _FREE_EVALUATE if _runs_glico(r) else _FREE_EVALUATE | _GLICO_ONLY
+            free = (_FREE_EVALUATE if _runs_glico(r) else _FREE_EVALUATE | _GLICO_ONLY) | _unread(first["config"], r["config"])
             problems += _differences(_with_defaults(first["config"], CONFIG_ADDED_LATER),
                                      _with_defaults(r["config"], CONFIG_ADDED_LATER), free)
         problems += [f"data.{d}" for d in _differences(first["data"], r["data"], set())]
@@ -192,11 +206,20 @@ def _assemble(loaded, kind: str, key: str, runs, order, spcs, seeds, ref: int = 
     steps: dict[str, Any] = {}
     for _, r in loaded:
         steps.update(r["recipe"]["steps_per_run"])
+    settings = dict(first[where])
+    recipe: dict[str, Any] = {}
+    for _, r in loaded:  # recipe entries only some pieces have (e.g. MixMatch's settings) come from those pieces
+        recipe.update({k: v for k, v in r["recipe"].items() if k not in first["recipe"]})
+    if kind == "evaluate":
+        for k, readers in _method_settings().items():  # from a piece whose methods read it
+            reader = next((r[where] for _, r in loaded if readers & set(r[where]["methods"])), None)
+            if reader is not None:
+                settings[k] = reader.get(k)
     merged = {
         **first,
-        where: {**first[where], "spcs": spcs, "seeds": seeds,
+        where: {**settings, "spcs": spcs, "seeds": seeds,
                 "device": ",".join(dict.fromkeys(str(r[where]["device"]) for _, r in loaded))},
-        "recipe": {**first["recipe"], "steps_per_run": {str(s): steps[str(s)] for s in spcs}},
+        "recipe": {**recipe, **first["recipe"], "steps_per_run": {str(s): steps[str(s)] for s in spcs}},
         "runs": runs,
         "summary": aggregate(runs, key=key),
     }

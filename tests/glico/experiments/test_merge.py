@@ -154,3 +154,21 @@ def test_a_piece_without_glico_may_differ_in_glico_only_settings(tmp_path):
     lr = _edited_copy(tmp_path / "b", tmp_path / "b2", lambda r: r["config"].update(lr=0.01))
     with pytest.raises(ValueError, match=r"lr: 0.1 vs 0.01"):
         merge_results([lr, tmp_path / "g"])
+
+
+def test_method_specific_settings_merge_from_the_pieces_that_read_them(tmp_path):
+    # Only MixMatch reads --unlabeled (and refuses to run without it; the others refuse it), so a MixMatch piece
+    # and a baseline piece merge, with the MixMatch piece's source and settings in the merged results.
+    common = ["--data", "digits", "--spc", "2", "--classifier", "weak", "--epochs", "1", "--max-test", "60", "--quiet",
+              "--seeds", "0"]
+    assert main(["evaluate", "--methods", "baseline", "--out", str(tmp_path / "b")] + common) == 0
+    assert main(["evaluate", "--methods", "mixmatch", "--unlabeled", "split", "--out", str(tmp_path / "m")] + common) == 0
+    merged = merge_results([tmp_path / "b", tmp_path / "m"], out=tmp_path / "all")
+    assert merged["config"]["methods"] == ["baseline", "mixmatch"] and merged["config"]["unlabeled"] == "split"
+    assert merged["recipe"]["mixmatch"]["temperature"] == 0.5
+    assert "MixMatch's unlabelled images: split" in (tmp_path / "all" / "results.md").read_text()
+    # two MixMatch pieces must agree on where the unlabelled images came from
+    rest = _edited_copy(tmp_path / "m", tmp_path / "m2", lambda r: (r["config"].update(unlabeled="rest", seeds=[1]),
+                                                                    [x.update(seed=1) for x in r["runs"]]))
+    with pytest.raises(ValueError, match=r"unlabeled: 'split' vs 'rest'"):
+        merge_results([tmp_path / "m", rest])
