@@ -30,7 +30,7 @@ from glico._checks import check_images, check_labels
 from glico._progress import progress
 from glico._rng import substream
 from glico.experiments.policies import _check_batch
-from glico.generators.dcgan import DCGANGenerator, check_image_size
+from glico.generators.dcgan import DCGANGenerator, check_image_size, dcgan_init
 
 __all__ = [
     "CDCGANConfig",
@@ -98,18 +98,6 @@ class CDCGANConfig:
             raise ValueError(f"device must be a device name such as 'cpu', 'cuda' or 'cuda:1'; got {self.device!r}") from err
         if not isinstance(self.progress, bool):
             raise ValueError(f"progress must be True or False; got {self.progress!r}")
-
-
-def _dcgan_init(module: nn.Module) -> None:
-    """DCGAN initialisation: conv weights N(0, 0.02), zero biases, BatchNorm scale N(1, 0.02), shift 0."""
-    for m in module.modules():
-        if isinstance(m, (nn.Conv2d, nn.ConvTranspose2d)):
-            nn.init.normal_(m.weight, 0.0, 0.02)
-            if m.bias is not None:
-                nn.init.zeros_(m.bias)
-        elif isinstance(m, nn.BatchNorm2d):
-            nn.init.normal_(m.weight, 1.0, 0.02)
-            nn.init.zeros_(m.bias)
 
 
 def _check_image_shape(image_shape: object) -> tuple[int, int, int]:
@@ -238,7 +226,7 @@ class ConditionalDiscriminator(nn.Module):
             layers += [nn.Conv2d(w_in, w_out, 4, 2, 1, bias=False), nn.BatchNorm2d(w_out), nn.LeakyReLU(0.2, inplace=True)]
         layers += [nn.Conv2d(widths[-1], 1, 4, 1, 0)]
         self.net = nn.Sequential(*layers)
-        _dcgan_init(self)
+        dcgan_init(self)
 
     def forward(self, images: Tensor, labels: Tensor) -> Tensor:
         """Score images as real (positive logit) or generated, given their claimed class.

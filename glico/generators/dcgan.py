@@ -14,6 +14,19 @@ from torch import nn
 MIN_SIZE, MAX_SIZE = 8, 256
 
 
+def dcgan_init(module: nn.Module) -> None:
+    """DCGAN initialisation (Radford et al.) of every (transposed) convolution and BatchNorm in ``module``:
+    conv weights N(0, 0.02), zero biases, BatchNorm scale N(1, 0.02), shift 0."""
+    for m in module.modules():
+        if isinstance(m, (nn.Conv2d, nn.ConvTranspose2d)):
+            nn.init.normal_(m.weight, 0.0, 0.02)
+            if m.bias is not None:
+                nn.init.zeros_(m.bias)
+        elif isinstance(m, nn.BatchNorm2d):
+            nn.init.normal_(m.weight, 1.0, 0.02)
+            nn.init.zeros_(m.bias)
+
+
 class DCGANGenerator(nn.Module):
     """DCGAN generator.
 
@@ -66,15 +79,8 @@ class DCGANGenerator(nn.Module):
         self.reset_parameters()
 
     def reset_parameters(self) -> None:
-        """DCGAN initialisation: conv weights N(0, 0.02), BatchNorm scale N(1, 0.02), shift 0."""
-        for m in self.modules():
-            if isinstance(m, nn.ConvTranspose2d):
-                nn.init.normal_(m.weight, 0.0, 0.02)
-                if m.bias is not None:
-                    nn.init.zeros_(m.bias)
-            elif isinstance(m, nn.BatchNorm2d):
-                nn.init.normal_(m.weight, 1.0, 0.02)
-                nn.init.zeros_(m.bias)
+        """DCGAN initialisation (:func:`dcgan_init`)."""
+        dcgan_init(self)
 
     def forward(self, inputs: torch.Tensor) -> torch.Tensor:
         """Generate images.
