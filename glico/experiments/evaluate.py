@@ -123,6 +123,9 @@ def unlabeled_images(source: str, data, spc: int, seed: int, validation: int | N
             images = data.train.images[keep]
         else:
             per = min(int(source[5:]), int(data.train.class_counts().min()) - held)
+            if 0 < per < int(source[5:]):
+                log.warning("unlabeled=%r: the smallest class has %d training images left after the split; "
+                            "using %d per class", source, per, per)
             wider = small_sample_split(data.train, held + per, seed)[1] if per > 0 else inside
             images = data.train.images[wider[~torch.isin(wider, inside)]]
         if images.shape[0] == 0:

@@ -46,6 +46,13 @@ def test_unlabelled_sources_are_disjoint_from_the_split_and_its_validation_image
     assert torch.equal(test, digits.test.images)
 
 
+def test_more_unlabelled_images_than_left_are_capped_with_a_warning(digits, caplog):
+    with caplog.at_level("WARNING"):
+        _, info = unlabeled_images("rest:100", digits, 3, 0, validation=4)
+    assert info["n"] == 10 * (87 - 7)  # the smallest class has 87 images
+    assert "using 80 per class" in caplog.text
+
+
 def test_unlabelled_source_errors_say_what_is_accepted(digits):
     with pytest.raises(ValueError, match="unknown unlabelled-image source 'elsewhere'.*split.*rest:N.*folder:PATH"):
         unlabeled_images("elsewhere", digits, 2, 0)
