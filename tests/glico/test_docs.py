@@ -11,7 +11,7 @@ def python_blocks(path: Path) -> list[str]:
     return re.findall(r"```python\n(.*?)```", path.read_text(), flags=re.S)
 
 
-@pytest.mark.parametrize("doc", ["architecture.md", "models.md"])
+@pytest.mark.parametrize("doc", ["architecture.md", "models.md", "reproducing.md"])
 def test_doc_examples_run(doc):
     blocks = python_blocks(DOCS / doc)
     assert blocks, f"no python example in {doc}"
