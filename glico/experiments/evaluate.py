@@ -481,6 +481,8 @@ def run_evaluation(cfg: EvaluateConfig, out: Path, progress: bool = True, echo: 
     scored_on = "test" if cfg.validation is None else "validation"
     if cfg.validation is not None:  # refused now, not after the first fit, when the classes are too small
         validation_split(data.train, max(cfg.spcs), cfg.seeds[0], cfg.validation)
+    if cfg.unlabeled is not None:  # likewise a missing folder, images of another shape, or nothing left
+        unlabeled_images(cfg.unlabeled, data, max(cfg.spcs), cfg.seeds[0], cfg.validation, cfg.image_size)
     if torch.device(cfg.device).type == "cpu":
         steps_total = (sum(steps_for(s * k, cfg.batch_size, cfg.epochs, oversample) for s in cfg.spcs)
                        * len(cfg.seeds) * len(cfg.methods))
@@ -551,9 +553,11 @@ def run_evaluation(cfg: EvaluateConfig, out: Path, progress: bool = True, echo: 
                     run = {"spc": spc, "seed": seed, "method": method, **acc, "steps": tcfg.steps, "fit": info}
                     if extractor is not None and method in GENERATIVE_METHODS:
                         if reference is None:
-                            reference = fid_reference(data.train, cfg.fid_images, extractor, cfg.device)
-                        run["fid"] = generated_fid(model if method == "glico" else cdcgan, k, cfg.fid_images, seed,
-                                                   extractor, reference, cfg.device)
+                            reference = fid_reference(data.train, cfg.fid_images, extractor, cfg.device,
+                                                      exclude=grid_rows(data.train, cfg))
+                        samples = fid_samples(model if method == "glico" else cdcgan, train, cfg.fid_images, seed,
+                                              cfg.glico_t, cfg.device)
+                        run["fid"] = generated_fid(samples, extractor, reference, cfg.device)
                     kept.add(run)
                     runs.append(run)
                     ran += 1
@@ -818,6 +822,14 @@ def train_and_score(method: str, factory: Callable[[int, int, int], nn.Module], 
     return {**acc, "seconds": round(time.perf_counter() - t0, 1)}
 
 
+def grid_rows(train, cfg: EvaluateConfig) -> torch.Tensor:
+    """The training rows any split (or its validation images) of the grid ``cfg`` uses."""
+    from glico.data import small_sample_split
+
+    held = max(cfg.spcs) + (cfg.validation or 0)
+    return torch.cat([small_sample_split(train, held, s)[1] for s in cfg.seeds]).unique()
+
+
 def fit_cdcgan_for(train, *, seed: int, steps: int, batch_size: int, device: str, progress: bool,
                    samples_png: Path | None = None):
     """Fit the conditional DCGAN of :mod:`glico.experiments.cdcgan` on the split ``train`` with GLICO's fit
@@ -840,32 +852,60 @@ def fit_cdcgan_for(train, *, seed: int, steps: int, batch_size: int, device: str
     return gen, info
 
 
-def fid_reference(train, n: int, extractor, device: str):
-    """FID statistics of ``n`` training images (``n // K`` of each class, the first of each class's seed-0
-    order: the same for every split and seed of an evaluation)."""
-    from glico.data import small_sample_split
+def fid_reference(train, n: int, extractor, device: str, exclude: torch.Tensor | None = None):
+    """FID statistics of ``n // K`` training images of each class, none of them in ``exclude`` (the rows of
+    every split and validation set of the evaluation, so that no seed's generator is scored against its own
+    training images), drawn by a fixed seed: the same for every split and seed of an evaluation.
+
+    Raises:
+        ValueError: a class has no image left outside ``exclude``.
+    """
     from glico.experiments.fid import feature_statistics
 
+    free = torch.ones(train.images.shape[0], dtype=torch.bool)
+    if exclude is not None:
+        free[exclude] = False
     k = len(train.class_names)
-    per = max(1, min(n // k, int(train.class_counts().min())))
-    images = small_sample_split(train, per, 0)[0].images
-    return feature_statistics(images, extractor, device=device, progress=False)
+    pools = [(free & (train.labels == c)).nonzero().flatten() for c in range(k)]
+    per = min(n // k, min(int(p.numel()) for p in pools))
+    if per < 1:
+        raise ValueError("FID needs real images outside the splits, and a class has none left; lower --spc or "
+                         "--validation, or drop --fid")
+    g = torch.Generator().manual_seed(0)
+    rows = torch.cat([p[torch.randperm(p.numel(), generator=g)[:per]] for p in pools])
+    return feature_statistics(train.images[rows], extractor, device=device, progress=False)
 
 
-def generated_fid(generator, k: int, n: int, seed: int, extractor, reference, device: str) -> float:
-    """FID between ``n // K`` samples of each class from ``generator`` (a fitted GLICO model, or a conditional
-    DCGAN) and the ``reference`` statistics (:func:`fid_reference`)."""
+def fid_samples(generator, train, n: int, seed: int, t_values=None, device: str = "cpu") -> torch.Tensor:
+    """``n // K`` new images of each class from ``generator``: a GLICO model fitted on ``train`` (slerp from
+    each of the class's training codes in turn to a random same-class partner, with the policy's
+    ``t_values``: the images its augmentation makes) or a conditional DCGAN (fresh noise).
+
+    Shape:
+        returns (K * (n // K), C, H, W) in [0, 1]
+    """
+    k = len(train.class_names)
+    per = max(1, n // k)
+    if hasattr(generator, "codes"):
+        from glico.augment import GLICOAugmenter
+
+        augmenter = GLICOAugmenter(generator, p=1.0, seed=seed + 5, t_values=t_values)
+        rows = torch.cat([(train.labels == c).nonzero().flatten().repeat(per)[:per] for c in range(k)])
+        blank = torch.zeros(per * k, *train.images.shape[1:], device=device)
+        return torch.cat([augmenter(b, r.to(device)) for b, r in zip(blank.split(256), rows.split(256))]).cpu()
+    from glico.experiments.cdcgan import sample_cdcgan
+
+    labels = torch.arange(k).repeat_interleave(per)
+    g = torch.Generator(device=device).manual_seed(seed + 3)
+    return torch.cat([sample_cdcgan(generator, chunk.to(device), g) for chunk in labels.split(256)]).cpu()
+
+
+def generated_fid(images: torch.Tensor, extractor, reference, device: str) -> float:
+    """FID between generated ``images`` (:func:`fid_samples`) and the ``reference`` statistics
+    (:func:`fid_reference`), rounded to 2 decimals."""
     from glico.experiments.fid import feature_statistics, frechet_distance
 
-    labels = torch.arange(k).repeat_interleave(max(1, n // k))
-    if hasattr(generator, "sample"):  # GLICO: slerp between same-class codes, the policy's t values
-        images = torch.cat([generator.sample(chunk, seed=seed + i) for i, chunk in enumerate(labels.split(256))])
-    else:
-        from glico.experiments.cdcgan import sample_cdcgan
-
-        g = torch.Generator(device=device).manual_seed(seed + 3)
-        images = torch.cat([sample_cdcgan(generator, chunk, g) for chunk in labels.split(256)])
-    stats = feature_statistics(images.cpu(), extractor, device=device, progress=False)
+    stats = feature_statistics(images, extractor, device=device, progress=False)
     return round(frechet_distance(stats.mu, stats.sigma, reference.mu, reference.sigma), 2)
 
 

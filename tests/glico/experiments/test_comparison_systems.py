@@ -15,6 +15,7 @@ from glico.experiments.evaluate import (
     _folder_images,
     fid_reference,
     generated_fid,
+    grid_rows,
     resolve_preset,
     unlabeled_images,
 )
@@ -104,43 +105,42 @@ def test_the_table1_preset():
     EvaluateConfig(data="digits", methods=PRESETS["table1"]["methods"], unlabeled="split")  # a valid configuration
 
 
-class _Replay:
-    """A 'generator' whose samples are the given images of each class, in turn."""
+def test_fid_reference_avoids_the_grid_and_fid_of_itself_is_zero(digits):
+    seen = []
 
-    def __init__(self, images, labels):
-        self.by_class = {int(c): images[labels == c] for c in labels.unique()}
-        self.used = {c: 0 for c in self.by_class}
+    def flat(x):  # a feature extractor, (B, C, H, W) -> (B, 16), that keeps what it saw
+        seen.append(x)
+        return x.flatten(1)[:, :16].double()
 
-    def sample(self, labels, seed=0):
-        out = []
-        for c in labels.tolist():
-            out.append(self.by_class[c][self.used[c]])
-            self.used[c] += 1
-        return torch.stack(out)
-
-
-def test_fid_of_the_reference_images_themselves_is_zero(digits):
-    flat = lambda x: x.flatten(1)[:, :16].double()  # noqa: E731  (a feature extractor, (B, C, H, W) -> (B, 16))
-    reference = fid_reference(digits.train, 200, flat, "cpu")
-    chosen = small_sample_split(digits.train, 20, 0)[0]
-    assert generated_fid(_Replay(chosen.images, chosen.labels), 10, 200, 0, flat, reference, "cpu") == 0.0  # to 2 decimals
+    cfg = EvaluateConfig(data="digits", spcs=(3,), seeds=(0, 1, 2), methods=("glico",), validation=4)
+    exclude = grid_rows(digits.train, cfg)
+    used = set()  # every seed's split and validation rows
+    for seed in (0, 1, 2):
+        used |= set(small_sample_split(digits.train, 3, seed)[1].tolist())
+        used |= set(validation_split(digits.train, 3, seed, 4)[1].tolist())
+    assert set(exclude.tolist()) == used
+    reference = fid_reference(digits.train, 200, flat, "cpu", exclude=exclude)
+    real = torch.cat(seen)
+    assert real.shape[0] == 200 and not _rows(real) & _rows(digits.train.images[exclude])
+    assert generated_fid(real, flat, reference, "cpu") == 0.0  # to 2 decimals
     # halved images: mean μ/2 and covariance Σ/4, so FID = ‖μ/2‖² + Tr(Σ + Σ/4 − 2·Σ/2) = (‖μ‖² + Tr Σ) / 4
     expected = (float(reference.mu.pow(2).sum()) + float(torch.trace(reference.sigma))) / 4
-    halved = generated_fid(_Replay(chosen.images * 0.5, chosen.labels), 10, 200, 0, flat, reference, "cpu")
-    assert halved == pytest.approx(expected, abs=0.01)  # generated_fid rounds to 2 decimals
+    assert generated_fid(real * 0.5, flat, reference, "cpu") == pytest.approx(expected, abs=0.01)
+
 
 def test_comparison_systems_end_to_end(tmp_path):
     out = tmp_path / "ev"
-    argv = ["evaluate", "--data", "digits", "--spc", "2", "--seeds", "0", "--methods", "mixmatch,cosine-loss,cdcgan",
+    argv = ["evaluate", "--data", "digits", "--spc", "2", "--seeds", "0", "--methods", "mixmatch,cosine-loss,cdcgan,glico",
             "--unlabeled", "rest:3", "--fid", "random-inception", "--fid-images", "10", "--classifier", "weak",
-            "--epochs", "1", "--fit-epochs", "1", "--max-test", "100", "--out", str(out), "--quiet"]
+            "--epochs", "1", "--fit-epochs", "1", "--max-test", "100", "--out", str(out), "--quiet",
+            "--loss", "pixel", "--code-dim", "8", "--glico-t", "0.5"]
     assert main(argv) == 0
     results = json.loads((out / "results.json").read_text())
     runs = {r["method"]: r for r in results["runs"]}
-    assert set(runs) == {"mixmatch", "cosine-loss", "cdcgan"}
+    assert set(runs) == {"mixmatch", "cosine-loss", "cdcgan", "glico"}
     assert all(0 <= r["top1"] <= 100 for r in runs.values())
     assert runs["mixmatch"]["fit"] == {"source": "rest:3", "n": 30}
-    assert "fid" in runs["cdcgan"] and "fid" not in runs["mixmatch"] and runs["cdcgan"]["fit"]["steps"] == 1
+    assert "fid" in runs["cdcgan"] and "fid" in runs["glico"] and "fid" not in runs["mixmatch"] and runs["cdcgan"]["fit"]["steps"] == 1
     recipe = results["recipe"]
     assert recipe["unlabeled"] == "rest:3" and recipe["transductive"] is False
     assert recipe["mixmatch"]["temperature"] == 0.5 and recipe["cosine_loss_xent_weight"] == 0.1
