@@ -43,6 +43,26 @@ def _method_settings() -> dict[str, set[str]]:
     return {"unlabeled": {"mixmatch"}, "fid": set(GENERATIVE_METHODS), "fid_images": set(GENERATIVE_METHODS)}
 
 
+def _reader_differences(loaded: list[tuple[Path, dict]], p: Path, r: dict, kind: str) -> list[str]:
+    """What ``r`` differs in from the first piece that shares a method-specific setting or a recipe entry with
+    it (the comparison with the reference piece waives those when the reference lacks them)."""
+    if kind != "evaluate":
+        return []
+    problems = []
+    for k, readers in _method_settings().items():
+        if readers & set(r["config"]["methods"]):
+            first = next(x for _, x in loaded if readers & set(x["config"]["methods"]))
+            if first["config"].get(k) != r["config"].get(k):
+                problems.append(f"{k}: {first['config'].get(k)!r} vs {r['config'].get(k)!r}")
+    for k, v in r.get("recipe", {}).items():
+        if k in ("steps_per_run", "fit_steps"):
+            continue
+        first = next(x for _, x in loaded if k in x.get("recipe", {}))
+        if first["recipe"][k] != v:
+            problems.append(f"recipe.{k}: {first['recipe'][k]!r} vs {v!r}")
+    return problems
+
+
 def _unread(a: dict, b: dict) -> set[str]:
     """The method-specific settings (:func:`_method_settings`) that one of the configs ``a``, ``b`` never reads."""
     return {k for k, readers in _method_settings().items()
@@ -55,9 +75,11 @@ def _with_defaults(settings: dict, added_later: dict) -> dict:
 
 
 def _runs_glico(results: dict) -> bool:
+    """Whether the piece runs a method that reads the fit settings: a GLICO method, or ``cdcgan`` (fitted with
+    GLICO's budget, replacing with its probability)."""
     from glico.experiments.evaluate import GLICO_METHODS
 
-    return any(m in GLICO_METHODS for m in results["config"]["methods"])
+    return any(m in GLICO_METHODS or m == "cdcgan" for m in results["config"]["methods"])
 
 
 def _load(path: str | Path) -> tuple[Path, dict]:
@@ -145,6 +167,7 @@ def merge_results(inputs: Sequence[str | Path], out: str | Path | None = None) -
         if kind == "evaluate" and not _runs_glico(r):
             free_recipe |= _GLICO_ONLY_RECIPE
         problems += [f"recipe.{d}" for d in _differences(a, b, free_recipe)]
+        problems = list(dict.fromkeys(problems + _reader_differences(loaded, p, r, kind)))
         if problems:
             raise ValueError(f"{p} was run with other settings than {first_path}, so their numbers do not belong in "
                              f"one table; differing: " + "; ".join(problems))

@@ -172,3 +172,23 @@ def test_method_specific_settings_merge_from_the_pieces_that_read_them(tmp_path)
                                                                     [x.update(seed=1) for x in r["runs"]]))
     with pytest.raises(ValueError, match=r"unlabeled: 'split' vs 'rest'"):
         merge_results([tmp_path / "m", rest])
+    # ... also when the first piece runs no MixMatch (three pieces: the reference is the baseline's)
+    base01 = _edited_copy(tmp_path / "b", tmp_path / "b01", lambda r: (
+        r["config"].update(seeds=[0, 1]), r["runs"].append({**r["runs"][0], "seed": 1})))
+    with pytest.raises(ValueError, match=r"unlabeled: 'split' vs 'rest'"):
+        merge_results([base01, tmp_path / "m", rest])
+    # cdcgan reads the fit budget and the replacement probability: it may not differ from a GLICO piece's
+    def as_cdcgan(p):
+        def edit(r):
+            r["config"].update(methods=["cdcgan"], unlabeled=None, glico_p=p)
+            r["recipe"] = {k: v for k, v in r["recipe"].items() if k not in ("mixmatch", "unlabeled", "transductive")}
+            for x in r["runs"]:
+                x.update(method="cdcgan")
+        return edit
+    glico = _edited_copy(tmp_path / "b", tmp_path / "g", lambda r: (
+        r["config"].update(methods=["glico"]), [x.update(method="glico") for x in r["runs"]]))
+    same = _edited_copy(tmp_path / "m", tmp_path / "c1", as_cdcgan(0.5))
+    merge_results([glico, same])
+    other = _edited_copy(tmp_path / "m", tmp_path / "c2", as_cdcgan(0.9))
+    with pytest.raises(ValueError, match=r"glico_p: 0.5 vs 0.9"):
+        merge_results([glico, other])
