@@ -16,3 +16,5 @@ python -m glico merge $O/a $O/b --out $O/all     # -> results.json, results.md h
 # MixMatch's parts (the same splits, recipe and seeds), one process each:
 mkdir -p $O/ablation
 for v in no-unlabeled-term no-ema; do python mixmatch_parts.py $v > $O/ablation/$v.log & done; wait
+# The generators' FID with the fixed reference set (commit b383ace), on the same (deterministic) fits:
+for s in 0,1 2; do python fid_rerun.py $s > $O/fid-rerun-${s/,/}.log & done; wait
