@@ -113,8 +113,8 @@ def train_classifier(
     resume: bool = False,
 ) -> nn.Module:
     """Train ``classifier`` with cross-entropy (or the classifier's own ``training_loss(logits, targets)``
-    where it defines one, as :class:`glico.classifiers.CosineEmbeddingClassifier` does), SGD + Nesterov, a step (or cosine) schedule, standard crop/flip,
-    and, if given, ``policy`` applied to each batch ``(images, labels, idx) -> (images, targets)``
+    where it defines one, as :class:`glico.classifiers.CosineEmbeddingClassifier` does), SGD + Nesterov, a
+    step (or cosine) schedule, standard crop/flip, and, if given, ``policy`` applied to each batch ``(images, labels, idx) -> (images, targets)``
     before the standard augmentation (targets may be soft, as MixUp and CutMix make them). The
     classifier is trained in place and returned in eval mode and the default (contiguous) memory
     format, whatever ``config.channels_last`` was — also when training is interrupted.
@@ -136,20 +136,12 @@ def train_classifier(
     check_images(images)
     labels = check_labels(labels, images.shape[0])
     dev = torch.device(config.device)
-    bf16 = resolve_precision(config.precision, dev) == "bf16"
-    channels_last = (bf16 or dev.type == "cpu") if config.channels_last is None else config.channels_last
-    fmt = torch.channels_last if channels_last else torch.contiguous_format
+    bf16, fmt = arithmetic(config)
     classifier.to(dev, memory_format=fmt).train()
     x, y = images.to(dev), labels.to(dev)
     n = x.shape[0]
     batch = min(config.batch_size, n)
-    opt = torch.optim.SGD(classifier.parameters(), lr=config.lr, momentum=config.momentum,
-                          nesterov=True, weight_decay=config.weight_decay)
-    if config.cosine:
-        sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, config.steps)
-    else:
-        marks = sorted({max(1, int(f * config.steps)) for f in config.milestones})
-        sched = torch.optim.lr_scheduler.MultiStepLR(opt, marks, gamma=config.lr_decay)
+    opt, sched = sgd_schedule(classifier, config)
     # A classifier may bring its own loss (e.g. glico.classifiers.CosineEmbeddingClassifier's cosine loss).
     loss_fn = getattr(classifier, "training_loss", None) or soft_cross_entropy
     g_host = torch.Generator().manual_seed(config.seed)
@@ -193,6 +185,26 @@ def train_classifier(
         # Handed back (also after an interruption) in the default layout, in eval mode.
         classifier.to(memory_format=torch.contiguous_format).eval()
     return classifier
+
+
+def arithmetic(config: TrainConfig) -> tuple[bool, torch.memory_format]:
+    """``(bf16 autocast?, memory format)`` of a training with ``config`` (its ``precision`` and
+    ``channels_last`` resolved on its device)."""
+    dev = torch.device(config.device)
+    bf16 = resolve_precision(config.precision, dev) == "bf16"
+    channels_last = (bf16 or dev.type == "cpu") if config.channels_last is None else config.channels_last
+    return bf16, torch.channels_last if channels_last else torch.contiguous_format
+
+
+def sgd_schedule(classifier: nn.Module, config: TrainConfig):
+    """The downstream optimiser of ``config`` (SGD, Nesterov momentum, weight decay) and its learning-rate
+    schedule (cosine, or the step schedule at ``milestones``), stepped once per training step."""
+    opt = torch.optim.SGD(classifier.parameters(), lr=config.lr, momentum=config.momentum,
+                          nesterov=True, weight_decay=config.weight_decay)
+    if config.cosine:
+        return opt, torch.optim.lr_scheduler.CosineAnnealingLR(opt, config.steps)
+    marks = sorted({max(1, int(f * config.steps)) for f in config.milestones})
+    return opt, torch.optim.lr_scheduler.MultiStepLR(opt, marks, gamma=config.lr_decay)
 
 
 class TrainInterrupted(KeyboardInterrupt):

@@ -62,6 +62,9 @@ PRESETS: dict[str, dict[str, Any]] = {
                "unlabeled": "split"},
 }
 
+_TEST_IN_VALIDATION = ("unlabeled='test' uses the test images, and validation runs never touch the test set; use "
+                       "split, rest or rest:N there")
+
 UNLABELED_HELP = ("split (the labelled split itself, labels unused: the paper's Table I 'labelled data only'), "
                   "rest (every other training image), rest:N (N more per class in the split's seeded order), "
                   "folder:PATH (image files under PATH), test (the test images: transductive, said so in the results)")
@@ -110,8 +113,7 @@ def unlabeled_images(source: str, data, spc: int, seed: int, validation: int | N
         images = small_sample_split(data.train, spc, seed)[0].images
     elif source == "test":
         if validation is not None:
-            raise ValueError("unlabeled='test' uses the test images, and validation runs never touch the test set; "
-                             "use split, rest or rest:N there")
+            raise ValueError(_TEST_IN_VALIDATION)
         images = data.require_test("unlabelled test images").images
     elif source.startswith("folder:"):
         images = _folder_images(Path(source[7:]), image_size)
@@ -352,8 +354,7 @@ class EvaluateConfig:
             raise ValueError(f"unlabeled={self.unlabeled!r} is used by mixmatch only, which is not among the methods "
                              f"({', '.join(self.methods)}); drop it or add mixmatch")
         if self.unlabeled == "test" and self.validation is not None:
-            raise ValueError("unlabeled='test' uses the test images, and validation runs never touch the test set; "
-                             "use split, rest or rest:N there")
+            raise ValueError(_TEST_IN_VALIDATION)
         if self.fid is not None:
             fid_extractor(self.fid, check_only=True)
             if not any(m in GENERATIVE_METHODS for m in self.methods):
@@ -481,8 +482,11 @@ def run_evaluation(cfg: EvaluateConfig, out: Path, progress: bool = True, echo: 
     scored_on = "test" if cfg.validation is None else "validation"
     if cfg.validation is not None:  # refused now, not after the first fit, when the classes are too small
         validation_split(data.train, max(cfg.spcs), cfg.seeds[0], cfg.validation)
+    shared_unlabeled = None  # a folder's or the test set's images: the same for every split, read once
     if cfg.unlabeled is not None:  # likewise a missing folder, images of another shape, or nothing left
-        unlabeled_images(cfg.unlabeled, data, max(cfg.spcs), cfg.seeds[0], cfg.validation, cfg.image_size)
+        first = unlabeled_images(cfg.unlabeled, data, max(cfg.spcs), cfg.seeds[0], cfg.validation, cfg.image_size)
+        if cfg.unlabeled == "test" or cfg.unlabeled.startswith("folder:"):
+            shared_unlabeled = first
     if torch.device(cfg.device).type == "cpu":
         steps_total = (sum(steps_for(s * k, cfg.batch_size, cfg.epochs, oversample) for s in cfg.spcs)
                        * len(cfg.seeds) * len(cfg.methods))
@@ -537,8 +541,8 @@ def run_evaluation(cfg: EvaluateConfig, out: Path, progress: bool = True, echo: 
                                                          batch_size=cfg.fit_batch_size, progress=progress,
                                                          samples_png=out / f"cdcgan-samples-spc{spc}-seed{seed}.png")
                 if "mixmatch" in todo:
-                    unlabeled, unlabeled_info = unlabeled_images(cfg.unlabeled, data, spc, seed, cfg.validation,
-                                                                 cfg.image_size)
+                    unlabeled, unlabeled_info = shared_unlabeled or unlabeled_images(
+                        cfg.unlabeled, data, spc, seed, cfg.validation, cfg.image_size)
                 for method in cfg.methods:
                     done += 1
                     previous = kept.done(spc=spc, seed=seed, method=method)

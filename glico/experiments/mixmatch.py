@@ -34,7 +34,7 @@ from torch.nn import functional as F
 from glico._checks import check_images, check_labels
 from glico._progress import progress as tqdm
 from glico.experiments.augment_ops import random_crop_flip
-from glico.experiments.downstream import TrainConfig, resolve_precision
+from glico.experiments.downstream import TrainConfig, arithmetic, sgd_schedule
 from glico.experiments.policies import soft_cross_entropy
 
 log = logging.getLogger(__name__)
@@ -214,9 +214,7 @@ def train_mixmatch(
     if int(labels.max()) >= num_classes:
         raise ValueError(f"labels go up to {int(labels.max())}, beyond num_classes={num_classes}")
     dev = torch.device(config.device)
-    bf16 = resolve_precision(config.precision, dev) == "bf16"
-    channels_last = (bf16 or dev.type == "cpu") if config.channels_last is None else config.channels_last
-    fmt = torch.channels_last if channels_last else torch.contiguous_format
+    bf16, fmt = arithmetic(config)
     classifier.to(dev, memory_format=fmt).train()
     x, y, u = images.to(dev), labels.to(dev), unlabeled.to(dev)
     n, m = x.shape[0], u.shape[0]
@@ -224,13 +222,7 @@ def train_mixmatch(
     k_views = mixmatch.augmentations
     weight = mixmatch.unlabeled_weight if mixmatch.unlabeled_weight is not None else unlabeled_weight_for(num_classes)
     rampup = mixmatch.rampup_for(config.steps)
-    opt = torch.optim.SGD(classifier.parameters(), lr=config.lr, momentum=config.momentum, nesterov=True,
-                          weight_decay=config.weight_decay)
-    if config.cosine:
-        sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, config.steps)
-    else:
-        marks = sorted({max(1, int(f * config.steps)) for f in config.milestones})
-        sched = torch.optim.lr_scheduler.MultiStepLR(opt, marks, gamma=config.lr_decay)
+    opt, sched = sgd_schedule(classifier, config)
     g_host = torch.Generator().manual_seed(config.seed)
     g_unl = torch.Generator().manual_seed(config.seed + 13)
     g_dev = torch.Generator(device=dev).manual_seed(config.seed + 7)

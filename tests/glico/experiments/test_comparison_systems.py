@@ -154,3 +154,19 @@ def test_mixmatch_without_unlabelled_images_says_where_to_give_them(capsys, tmp_
     assert main(["evaluate", "--data", "digits", "--spc", "2", "--methods", "mixmatch", "--out", str(tmp_path / "x")]) != 0
     err = capsys.readouterr().err
     assert "--unlabeled" in err and "split" in err and "folder:PATH" in err
+
+
+def test_split_independent_unlabelled_images_are_read_once_and_said_to_be_transductive(tmp_path, monkeypatch, capsys):
+    import glico.experiments.evaluate as ev
+
+    calls = []
+    real = ev.unlabeled_images
+    monkeypatch.setattr(ev, "unlabeled_images", lambda *a, **k: calls.append(a[0]) or real(*a, **k))
+    argv = ["evaluate", "--data", "digits", "--spc", "2", "--seeds", "0,1", "--methods", "mixmatch", "--unlabeled",
+            "test", "--classifier", "weak", "--epochs", "1", "--max-test", "60", "--out", str(tmp_path / "t")]
+    assert main(argv) == 0
+    assert calls == ["test"]  # once before the grid, reused by both seeds
+    assert "transductive" in capsys.readouterr().out
+    results = json.loads((tmp_path / "t" / "results.json").read_text())
+    assert results["recipe"]["transductive"] is True
+    assert all(r["fit"] == {"source": "test", "n": 60} for r in results["runs"])
