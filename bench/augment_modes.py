@@ -29,7 +29,8 @@ def main(argv: list[str] | None = None) -> int:
     from glico._argtypes import int_list, positive_int, probability, unit_float_list
     from glico.augment import GLICOAugmenter
     from glico.data import load_data, small_sample_split, validation_split
-    from glico.experiments.evaluate import downstream_classifier, downstream_config, fit_glico, train_and_score
+    from glico.experiments.grid import downstream_config, fit_glico, train_and_score
+    from glico.names import downstream_classifier
 
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--data", required=True)

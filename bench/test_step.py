@@ -63,7 +63,7 @@ from glico import GLICO
 from glico.augment import GLICOAugmenter
 from glico.classifiers import WeakCNN
 from glico.experiments.downstream import TrainConfig, resolve_precision, train_classifier
-from glico.experiments.evaluate import downstream_classifier
+from glico.names import downstream_classifier
 from glico.experiments.policies import GLICOPolicy
 from glico.generators import DCGANGenerator
 from glico.losses import PerceptualLoss, PixelLoss

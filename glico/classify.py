@@ -81,7 +81,8 @@ class ClassifierRecipe:
 
     def __post_init__(self) -> None:
         from glico.experiments.downstream import PRECISIONS
-        from glico.experiments.evaluate import SCHEDULES, downstream_classifier
+        from glico.experiments.grid import SCHEDULES
+        from glico.names import downstream_classifier
         from glico.interpolation import check_t_values
 
         downstream_classifier(self.classifier)
@@ -271,7 +272,7 @@ def load_classifier(path: str | os.PathLike, device: str | torch.device = "cpu")
         ValueError: not a glico model folder, another format, a newer glico's folder, or weights that do not
             fit the network model.json names.
     """
-    from glico.experiments.evaluate import downstream_classifier
+    from glico.names import downstream_classifier
 
     folder = Path(path)
     if folder.name == MODEL_JSON:
@@ -370,7 +371,8 @@ def train_final_classifier(
 
     from glico.augment import GLICOAugmenter
     from glico.experiments.downstream import evaluate, train_classifier
-    from glico.experiments.evaluate import GLICO_METHODS, downstream_classifier, downstream_config, fit_glico
+    from glico.experiments.grid import GLICO_METHODS, downstream_config, fit_glico
+    from glico.names import downstream_classifier
     from glico.experiments.policies import build_policy, policy_names
 
     recipe = recipe or ClassifierRecipe()

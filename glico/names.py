@@ -4,9 +4,12 @@ Each family is a plain dict from a name to a factory. An unknown name fails with
 """
 from __future__ import annotations
 
+import re
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any, Callable
+
+from torch import nn
 
 from glico.model import GLICO
 
@@ -241,3 +244,91 @@ def build_model(spec: ModelSpec) -> GLICO:
         init=resolve("init", spec.init)(spec),
         gamma=spec.gamma,
     )
+
+
+# ------------------------------------------------------------------ downstream classifiers (glico evaluate, ablate, train)
+def _downstream_classifiers(pretrained: Any = None) -> dict[str, Callable[[int, int, int], nn.Module]]:
+    """Downstream classifier names (the CLI's ``--classifier``) -> factory(in_channels, num_classes, size).
+    Any other WideResNet is named ``wrn-DEPTH-K`` (:func:`downstream_classifier`). ``pretrained``: the
+    torchvision classifiers' ``weights`` (an enum, a file path or None)."""
+    from glico.classifiers import VGG19, ResNet50, WeakCNN, WideResNet
+
+    weights = {name: _pretrained_weights(name, pretrained) for name in PRETRAINABLE}
+    return {
+        "wrn-28-10": lambda c, k, s: WideResNet(depth=28, widen_factor=10, num_classes=k, in_channels=c),
+        "wrn-28-2": lambda c, k, s: WideResNet(depth=28, widen_factor=2, num_classes=k, in_channels=c),
+        "wrn-16-1": lambda c, k, s: WideResNet(depth=16, widen_factor=1, num_classes=k, in_channels=c),
+        "resnet50": lambda c, k, s: ResNet50(num_classes=k, in_channels=c, weights=weights["resnet50"]),
+        "vgg19": lambda c, k, s: VGG19(num_classes=k, in_channels=c, weights=weights["vgg19"]),
+        "weak": lambda c, k, s: WeakCNN(in_channels=c, num_classes=k, image_size=s),
+    }
+
+
+#: The downstream classifiers that take pretrained weights (torchvision's), and what ``imagenet`` means for
+#: each: the ImageNet weights torchvision had when the paper was written (IMAGENET1K_V1).
+PRETRAINABLE = ("resnet50", "vgg19")
+
+
+def _pretrained_weights(name: str, pretrained: Any) -> Any:
+    """``pretrained`` (None, ``"imagenet"``, a file path, or already a weights enum) as ``weights=`` of
+    the torchvision classifier ``name``."""
+    if pretrained != "imagenet":
+        return pretrained
+    from torchvision.models import ResNet50_Weights, VGG19_Weights
+
+    return {"resnet50": ResNet50_Weights.IMAGENET1K_V1, "vgg19": VGG19_Weights.IMAGENET1K_V1}[name]
+
+
+def downstream_choices() -> list[str]:
+    """The named downstream classifiers (any other WideResNet is ``wrn-DEPTH-K``)."""
+    return list(_downstream_classifiers())
+
+
+def check_pretrained(classifier: str, pretrained: str | None) -> None:
+    """Refuse, before any work, pretrained weights that cannot be used: for a classifier that takes none,
+    a file that does not exist, or ImageNet weights that are neither in torch's hub cache nor downloadable
+    (the message says where the file goes and what else to pass). Fetching them here also fills the cache.
+
+    Raises:
+        ValueError: ``classifier`` is not one of :data:`PRETRAINABLE`.
+        FileNotFoundError: ``pretrained`` names a file that does not exist.
+        RuntimeError: the ImageNet weights could not be had.
+    """
+    if pretrained is None:
+        return
+    if classifier not in PRETRAINABLE:
+        raise ValueError(f"pretrained weights are for the torchvision classifiers ({', '.join(PRETRAINABLE)}); "
+                         f"{classifier!r} is trained from random initialisation. Drop --pretrained or use "
+                         f"--classifier resnet50")
+    from glico.classifiers.torchvision_models import _fetch_state_dict
+
+    _fetch_state_dict(_pretrained_weights(classifier, pretrained))
+
+
+_WRN_NAME = re.compile(r"wrn-(\d+)-(\d+)")
+
+
+def downstream_classifier(name: str, pretrained: Any = None) -> Callable[[int, int, int], nn.Module]:
+    """The factory ``(in_channels, num_classes, image_size) -> classifier`` of a downstream classifier name:
+    one of :func:`_downstream_classifiers`, or ``wrn-DEPTH-K`` for any WideResNet (DEPTH = 6n + 4 >= 10,
+    K >= 1; e.g. ``wrn-16-1``, 0.18 M parameters, the CPU-sized recipe of docs/reproducing.md).
+    ``pretrained`` (``"imagenet"``, a file path or None) is passed to the torchvision classifiers
+    (:data:`PRETRAINABLE`; :func:`check_pretrained` refuses it for the others).
+
+    Raises:
+        ValueError: an unknown name or an impossible WideResNet (the message says what is accepted).
+    """
+    from glico.classifiers import WideResNet
+
+    table = _downstream_classifiers(pretrained)
+    if name in table:
+        return table[name]
+    m = _WRN_NAME.fullmatch(name) if isinstance(name, str) else None
+    if m is None:
+        raise ValueError(f"unknown classifier {name!r}; valid: {', '.join(table)}, or wrn-DEPTH-K for any WideResNet "
+                         f"(e.g. wrn-16-2)")
+    depth, k = int(m[1]), int(m[2])
+    if depth < 10 or (depth - 4) % 6 or k < 1:
+        raise ValueError(f"classifier {name!r}: a WideResNet needs DEPTH = 6n + 4 >= 10 (10, 16, 22, 28, ...) and "
+                         f"K >= 1; got DEPTH {depth}, K {k}")
+    return lambda c, n, s: WideResNet(depth=depth, widen_factor=k, num_classes=n, in_channels=c)

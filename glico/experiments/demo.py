@@ -27,7 +27,9 @@ from typing import Any, Callable
 import torch
 
 from glico.experiments.downstream import TrainConfig
-from glico.experiments.evaluate import SCHEDULES, downstream_classifier, mean_ste, optimizer_text
+from glico.experiments.evaluate import mean_ste
+from glico.experiments.grid import SCHEDULES, optimizer_text
+from glico.names import downstream_classifier
 from glico.interpolation import check_t_values
 
 log = logging.getLogger(__name__)

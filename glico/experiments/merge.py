@@ -22,7 +22,7 @@ import json
 from pathlib import Path
 from typing import Any, Sequence
 
-__all__ = ["merge_results", "cmd_merge", "add_merge_parser"]
+__all__ = ["merge_results"]
 
 # Settings the pieces of one table may differ in (everything else must be equal). The data spec is one of
 # them because pieces run on other machines spell the path differently; the data as loaded (name,
@@ -274,23 +274,3 @@ def _write(merged: dict, kind: str, out: Path) -> None:
     (out / "results.md").write_text(md)
     plot_results(merged["summary"], out / "results.png", title=title, key=key)
 
-
-# ------------------------------------------------------------------------------------------ CLI
-def add_merge_parser(sub):
-    """Register ``glico merge`` on the CLI's subparsers."""
-    m = sub.add_parser("merge", help="one table from several 'glico evaluate' / 'glico ablate' runs of one setting "
-                                     "(e.g. one process per seed)",
-                       description="Join the results of several 'glico evaluate' (or 'glico ablate') runs of one "
-                                   "setting, each a share of the grid (seeds, methods, rows), into the table one "
-                                   "command would have written. Settings that differ are refused.",
-                       epilog="example: glico merge runs/seed0 runs/seed1 runs/seed2 --out runs/all")
-    m.add_argument("inputs", nargs="+", help="result folders (or their results.json)")
-    m.add_argument("--out", required=True, help="folder for the merged results.json, results.md, results.png")
-    m.set_defaults(func=cmd_merge)
-    return m
-
-
-def cmd_merge(args) -> int:
-    merge_results(args.inputs, out=args.out)
-    print((Path(args.out) / "results.md").read_text())
-    return 0

@@ -15,6 +15,8 @@ import os
 from pathlib import Path
 from typing import Any, Iterable, Mapping
 
+from glico import distributed
+
 RUNS_FILE = "runs.jsonl"
 
 
@@ -40,89 +42,99 @@ class RunLog:
 
     def __init__(self, out: Path | None, header: dict[str, Any], key: tuple[str, ...], *, resume: bool = False,
                  free: Iterable[str] = (), added_later: Mapping[str, Any] | None = None,
-                 overwrite: bool = False) -> None:
+                 overwrite: bool = False, ranks: distributed.Ranks | None = None, writer: bool = True) -> None:
         if resume and overwrite:
             raise ValueError("--resume keeps the finished runs and --overwrite replaces them; give one of them")
         self.key, self.header = key, _plain(header)
+        self.ranks = ranks or distributed.Ranks()
         self.previous: dict[tuple, dict] = {}
-        self.added = 0
+        self.new: list[dict] = []
         self.nothing_to_resume = False
         self.path = None if out is None else Path(out) / RUNS_FILE
+        self.own = self.path  # the file this process appends to
         if self.path is None:
             if resume:
                 raise ValueError("resume needs the results folder of the interrupted grid (out=...)")
             return
-        if overwrite:
-            # The earlier grid's runs are kept aside (not deleted) until this grid writes its own results.
-            for name in (RUNS_FILE, "results.json"):
-                old = self.path.parent / name
-                if old.exists():
-                    os.replace(old, old.with_name(old.name + ".replaced"))
-        self.nothing_to_resume = resume and not self.path.exists()
+        folder = self.path.parent
+        # Every rank reads and checks the same files, so a refusal is the same on every rank.
+        files = [] if overwrite else [f for f in [self.path, *_rank_files(folder)] if f.exists()]
+        self.nothing_to_resume = resume and not files
+        read = [(f, *_read(f)) for f in files]  # (file, header, runs)
+        runs = [r for _, _, rs in read for r in rs]
         # A header with no finished run (e.g. the data failed to load) holds nothing to lose: start afresh.
-        saved, runs = self._read() if self.path.exists() else (None, [])
-        if saved is not None and (runs or resume):
+        if read and (runs or resume):
             if not resume:
-                raise ValueError(f"{self.path.parent} already holds {len(runs)} finished run(s) of a grid "
+                raise ValueError(f"{folder} already holds {len(runs)} finished run(s) of a grid "
                                  f"({RUNS_FILE}); pass --resume to keep them and run only the missing ones, "
                                  f"--overwrite to replace them, or give another --out")
-            problems = _differences(_with_implicit(saved, added_later or {}), self.header, set(free))
-            if problems:
-                raise ValueError(f"cannot resume in {self.path.parent}: its runs were made with other settings "
-                                 f"({'; '.join(problems)}). Resume with the original command, or give another --out")
-            self.previous = {self._ident(r): r for r in runs}
-        elif saved is None and (self.path.parent / "results.json").exists():
+            for f, saved, _ in read:
+                problems = _differences(_with_implicit(saved, added_later or {}), self.header, set(free))
+                if problems:
+                    raise ValueError(f"cannot resume in {folder}: its runs were made with other settings "
+                                     f"({'; '.join(problems)}). Resume with the original command, or give another --out")
+            for r in runs:
+                self.previous.setdefault(self._ident(r), r)
+        elif not read and not overwrite and (folder / "results.json").exists():
             # Results of a grid written before runs were kept one by one (glico < 0.3): nothing to resume
             # from, and starting afresh would overwrite them.
-            raise ValueError(f"{self.path.parent} already holds results.json of an earlier grid, but no {RUNS_FILE} "
+            raise ValueError(f"{folder} already holds results.json of an earlier grid, but no {RUNS_FILE} "
                              f"to {'resume from' if resume else 'check it against'}; give another --out (or move "
                              f"results.json away to start afresh there)")
-        # (Re)write the file whole: header plus the runs kept, dropping a line cut short by a kill.
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = self.path.with_name(self.path.name + ".tmp")
-        with open(tmp, "w") as f:
-            for obj in [self.header, *self.previous.values()]:
-                f.write(json.dumps(obj) + "\n")
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, self.path)
+        distributed.barrier()  # every rank has read before rank 0 rewrites
+        if self.ranks.main:
+            folder.mkdir(parents=True, exist_ok=True)
+            if overwrite:
+                # The earlier grid's runs are kept aside (not deleted) until this grid writes its own results.
+                for old in [folder / RUNS_FILE, folder / "results.json", *_rank_files(folder)]:
+                    if old.exists():
+                        os.replace(old, old.with_name(old.name + ".replaced"))
+            # (Re)write the file whole: header plus the runs kept (the ranks' files joined in), dropping a line
+            # cut short by a kill.
+            _write_whole(self.path, [self.header, *self.previous.values()])
+            for f in _rank_files(folder):
+                f.unlink()
+        distributed.barrier()
+        if self.ranks.world > 1:
+            self.own = folder / f"runs.rank{self.ranks.rank}.jsonl" if writer else None
+            if self.own is not None:
+                _write_whole(self.own, [self.header])
 
     def _ident(self, run: dict) -> tuple:
         return tuple(run[k] for k in self.key)
-
-    def _read(self) -> tuple[dict, list[dict]]:
-        lines = self.path.read_text().splitlines()
-        try:
-            header = json.loads(lines[0])
-        except (IndexError, json.JSONDecodeError):
-            raise ValueError(f"{self.path} is not a runs file written by glico (no header line); "
-                             f"move it away or give another --out") from None
-        runs = []
-        for i, line in enumerate(lines[1:], start=2):
-            try:
-                runs.append(json.loads(line))
-            except json.JSONDecodeError:
-                if i != len(lines):  # only the last line can be cut short by a kill
-                    raise ValueError(f"{self.path}: line {i} is not JSON; the file was edited or damaged") from None
-        return header, runs
 
     def done(self, **ident: Any) -> dict | None:
         """The finished run named by ``ident`` (e.g. ``spc=10, seed=0, method='glico'``), or None."""
         return self.previous.get(tuple(ident[k] for k in self.key))
 
     def add(self, run: dict) -> None:
-        """Keep a finished run (appended and flushed to disk at once)."""
-        if self.path is None:
+        """Keep a finished run (appended and flushed to disk at once, to this rank's file under torchrun)."""
+        self.new.append(run)
+        if self.own is None:
             return
-        self.added += 1
-        with open(self.path, "a") as f:
+        with open(self.own, "a") as f:
             f.write(json.dumps(_plain(run)) + "\n")
             f.flush()
             os.fsync(f.fileno())
 
     def __len__(self) -> int:
-        """Runs kept on disk: resumed plus added."""
-        return len(self.previous) + self.added
+        """Runs kept: resumed plus added by this process."""
+        return len(self.previous) + len(self.new)
+
+    def finish(self) -> dict[tuple, dict]:
+        """Every finished run of the grid by its name, once all ranks are here: under torchrun rank 0 joins
+        the ranks' files into the runs file (and gets them all; the other ranks get their own)."""
+        distributed.barrier()
+        done = {**self.previous, **{self._ident(r): r for r in self.new}}
+        if self.ranks.world > 1 and self.ranks.main and self.path is not None and self.own != self.path:
+            for f in _rank_files(self.path.parent):
+                for r in _read(f)[1]:
+                    done.setdefault(self._ident(r), _plain(r))
+            _write_whole(self.path, [self.header, *done.values()])
+            for f in _rank_files(self.path.parent):
+                f.unlink()
+        distributed.barrier()
+        return done
 
     def resume_line(self, total: int) -> str | None:
         """What a resumed grid reports before it starts (None when there is nothing to say)."""
@@ -135,8 +147,42 @@ class RunLog:
     def interrupted_message(self) -> str:
         if self.path is None:
             return "nothing was kept (no results folder)"
-        return (f"{len(self)} finished run(s) kept in {self.path}; the same command with --resume runs only "
-                f"the missing ones")
+        return (f"{len(self)} finished run(s) kept in {self.own or self.path}; the same command with --resume runs "
+                f"only the missing ones")
+
+
+def _rank_files(folder: Path) -> list[Path]:
+    """The runs files of a grid's ranks under torchrun (``runs.rank0.jsonl``, ...), in rank order."""
+    return sorted(folder.glob("runs.rank*.jsonl"), key=lambda f: int(f.name[9:-6]) if f.name[9:-6].isdigit() else -1)
+
+
+def _read(path: Path) -> tuple[dict, list[dict]]:
+    """The header and runs of a runs file (a last line cut short by a kill is dropped)."""
+    lines = path.read_text().splitlines()
+    try:
+        header = json.loads(lines[0])
+    except (IndexError, json.JSONDecodeError):
+        raise ValueError(f"{path} is not a runs file written by glico (no header line); "
+                         f"move it away or give another --out") from None
+    runs = []
+    for i, line in enumerate(lines[1:], start=2):
+        try:
+            runs.append(json.loads(line))
+        except json.JSONDecodeError:
+            if i != len(lines):  # only the last line can be cut short by a kill
+                raise ValueError(f"{path}: line {i} is not JSON; the file was edited or damaged") from None
+    return header, runs
+
+
+def _write_whole(path: Path, objects: list[dict]) -> None:
+    """``path`` written whole (one JSON object per line) through a temporary file, then fsynced."""
+    tmp = path.with_name(path.name + ".tmp")
+    with open(tmp, "w") as f:
+        for obj in objects:
+            f.write(json.dumps(obj) + "\n")
+        f.flush()
+        os.fsync(f.fileno())
+    os.replace(tmp, path)
 
 
 def _with_implicit(saved: dict, added_later: Mapping[str, Any]) -> dict:

@@ -122,12 +122,12 @@ def test_a_long_cpu_run_is_warned_about_with_its_estimated_time(monkeypatch, tmp
     assert "--classifier wrn-10-1" in text and "--device cuda" in text
     assert evaluate.cpu_time_warning("weak", (3, 32, 32), 10, 128, 8000, "glico evaluate") is None
     seen = []
-    monkeypatch.setattr(evaluate, "cpu_time_warning", lambda *a, **k: seen.append(a) or "WARNED")
+    monkeypatch.setattr(importlib.import_module("glico.experiments.grid"), "cpu_time_warning", lambda *a, **k: seen.append(a) or "WARNED")
     assert main(["evaluate", "--data", "digits", "--spc", "2", "--seeds", "0", "--methods", "baseline",
                  "--classifier", "weak", "--epochs", "1", "--max-test", "20", "--quiet",
                  "--out", str(tmp_path / "e")]) == 0
     assert "WARNED" in capsys.readouterr().out
-    assert seen[0][0] == "weak" and seen[0][4] == evaluate.steps_for(20, 128, 1)
+    assert seen[0][0] == "weak" and seen[0][4] == importlib.import_module("glico.experiments.downstream").steps_for(20, 128, 1)
 
 
 def test_reconstructions_png_puts_each_row_of_originals_above_its_reconstructions(tmp_path):
@@ -185,7 +185,8 @@ def test_an_interrupted_evaluate_says_so_once_and_overwrite_starts_afresh(tmp_pa
     evaluate = importlib.import_module("glico.experiments.evaluate")
     args = ["evaluate", "--data", "digits", "--spc", "2", "--seeds", "0", "--methods", "baseline,cutout",
             "--classifier", "weak", "--epochs", "1", "--max-test", "30", "--quiet", "--out", str(tmp_path / "e")]
-    real, calls = evaluate.train_and_score, []
+    grid = importlib.import_module("glico.experiments.grid")
+    real, calls = grid.train_and_score, []
 
     def stop_second(*a, **k):
         calls.append(1)
@@ -193,12 +194,12 @@ def test_an_interrupted_evaluate_says_so_once_and_overwrite_starts_afresh(tmp_pa
             raise KeyboardInterrupt
         return real(*a, **k)
 
-    monkeypatch.setattr(evaluate, "train_and_score", stop_second)
+    monkeypatch.setattr(grid, "train_and_score", stop_second)
     assert main(args) == 130
     captured = capsys.readouterr()
     said = [line for line in (captured.out + captured.err).splitlines() if "interrupted" in line]
     assert len(said) == 1 and said[0].startswith("glico evaluate: interrupted; 1 finished run(s) kept")
-    monkeypatch.setattr(evaluate, "train_and_score", real)
+    monkeypatch.setattr(grid, "train_and_score", real)
     assert main(args) == 2 and "--overwrite to replace them" in capsys.readouterr().err
     assert main(args + ["--overwrite"]) == 0
     assert (tmp_path / "e" / "runs.jsonl.replaced").is_file() and (tmp_path / "e" / "results.json").is_file()

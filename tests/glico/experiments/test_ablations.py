@@ -11,7 +11,7 @@ import torch
 from glico.classifiers import VGG19, CosineLoss, CrossEntropy, LatentMLP, ResNet50, WeakCNN, WideResNet
 from glico.cli import main
 from glico.data import load_data, small_sample_split
-from glico.experiments import ablations
+from glico.experiments import ablations, grid
 from glico.experiments.ablations import PAPER, TABLES, Variant, build_variant, fit_variant, run_ablation, variant_unlabeled
 from glico.interpolation import Lerp, Slerp
 from glico.latents import FeatureInit, HypercubeInit, RandomSphere
@@ -193,13 +193,13 @@ def test_table_runs_end_to_end_on_digits(table, tmp_path):
 
 def test_table4_shares_one_fit_between_glico_and_glico_autoaugment(tmp_path, monkeypatch):
     calls = []
-    real = ablations.fit_glico
+    real = grid.fit_glico
 
     def counting(*args, **kwargs):
         calls.append(kwargs["unlabeled"].shape[0])
         return real(*args, **kwargs)
 
-    monkeypatch.setattr(ablations, "fit_glico", counting)
+    monkeypatch.setattr(grid, "fit_glico", counting)
     out = tmp_path / "t4"
     assert main(["ablate", "--table", "4", "--data", "digits", "--spc", "2", "--seeds", "0,1", "--out", str(out)] + TINY) == 0
     assert calls == [100, 100]  # one transductive fit per seed, used by both GLICO rows
@@ -215,7 +215,7 @@ def test_lerp_row_uses_glicos_fit_with_linear_interpolation(digits, tmp_path, mo
     # The interpolator acts only when sampling, so GLICO and Lerp share one fit per split; each row must
     # still sample with its own interpolator, and the shared fit must give what a fit of its own gives.
     fits, used = [], []
-    real_fit, real_train = ablations.fit_glico, ablations.train_and_score
+    real_fit, real_train = grid.fit_glico, grid.train_and_score
 
     def counting(*args, **kwargs):
         fits.append(args[0])
@@ -225,8 +225,8 @@ def test_lerp_row_uses_glicos_fit_with_linear_interpolation(digits, tmp_path, mo
         used.append(None if augmenter is None else type(augmenter.model.interpolator))
         return real_train(policy, factory, train, test, cfg, augmenter=augmenter, **kw)
 
-    monkeypatch.setattr(ablations, "fit_glico", counting)
-    monkeypatch.setattr(ablations, "train_and_score", recording)
+    monkeypatch.setattr(grid, "fit_glico", counting)
+    monkeypatch.setattr(grid, "train_and_score", recording)
     rows = [v for v in TABLES["2"] if v.name in ("GLICO", "Lerp")]
     kw = dict(data=digits, spcs=(2,), seeds=(0,), classifier="weak", epochs=1, fit_epochs=2, base_model=BASE,
               progress=False, echo=lambda s: None)
@@ -275,7 +275,7 @@ def offline(monkeypatch, tmp_path):
 
 def test_resnet_init_without_weights_fails_at_once_with_an_actionable_message(offline, tmp_path, capsys, monkeypatch):
     trained = []
-    monkeypatch.setattr(ablations, "train_and_score", lambda *a, **k: trained.append(1))
+    monkeypatch.setattr(grid, "train_and_score", lambda *a, **k: trained.append(1))
     argv = ["ablate", "--table", "3", "--data", "digits", "--spc", "2", "--seeds", "0", "--out", str(tmp_path / "t3"),
             "--epochs", "1", "--fit-epochs", "2", "--classifier", "weak", "--loss", "pixel", "--code-dim", "8", "--quiet"]
     assert main(argv) == 2

@@ -9,16 +9,8 @@ import torch
 
 from glico.cli import main
 from glico.data import load_data, small_sample_split, validation_split
-from glico.experiments.evaluate import (
-    PRESETS,
-    EvaluateConfig,
-    _folder_images,
-    fid_reference,
-    generated_fid,
-    grid_rows,
-    resolve_preset,
-    unlabeled_images,
-)
+from glico.experiments.evaluate import PRESETS, EvaluateConfig, resolve_preset
+from glico.experiments.grid import _folder_images, fid_reference, generated_fid, grid_rows, unlabeled_images
 
 
 @pytest.fixture(scope="module")
@@ -157,11 +149,11 @@ def test_mixmatch_without_unlabelled_images_says_where_to_give_them(capsys, tmp_
 
 
 def test_split_independent_unlabelled_images_are_read_once_and_said_to_be_transductive(tmp_path, monkeypatch, capsys):
-    import glico.experiments.evaluate as ev
+    import glico.experiments.grid as grid
 
     calls = []
-    real = ev.unlabeled_images
-    monkeypatch.setattr(ev, "unlabeled_images", lambda *a, **k: calls.append(a[0]) or real(*a, **k))
+    real = grid.unlabeled_images
+    monkeypatch.setattr(grid, "unlabeled_images", lambda *a, **k: calls.append(a[0]) or real(*a, **k))
     argv = ["evaluate", "--data", "digits", "--spc", "2", "--seeds", "0,1", "--methods", "mixmatch", "--unlabeled",
             "test", "--classifier", "weak", "--epochs", "1", "--max-test", "60", "--out", str(tmp_path / "t")]
     assert main(argv) == 0

@@ -93,16 +93,17 @@ def test_cli_refuses_a_bad_classifier_before_any_work(capsys, tmp_path):
 
 def test_validation_scores_on_held_out_training_images_never_the_test_set(tmp_path, monkeypatch):
     import glico.experiments.evaluate as ev
+    import glico.experiments.grid as grid
     from glico.data import load_data, small_sample_split, validation_split
 
     scored = []
-    real = ev.evaluate
+    real = grid.evaluate
 
     def spy(clf, images, labels, **kw):
         scored.append(images.clone())
         return real(clf, images, labels, **kw)
 
-    monkeypatch.setattr(ev, "evaluate", spy)
+    monkeypatch.setattr(grid, "evaluate", spy)
     cfg = EvaluateConfig(data="digits", spcs=(3,), seeds=(0, 1), methods=("baseline",), classifier="weak", epochs=1,
                          validation=6, schedule="cosine")
     results = ev.run_evaluation(cfg, tmp_path / "val", progress=False, echo=lambda s: None)

@@ -6,7 +6,7 @@ import json
 import pytest
 
 from glico.cli import main
-from glico.experiments import ablations, evaluate
+from glico.experiments import grid
 from glico.experiments.runlog import RUNS_FILE
 
 EVAL = ["evaluate", "--data", "digits", "--spc", "2", "--seeds", "0,1", "--methods", "baseline,glico",
@@ -47,7 +47,7 @@ def uninterrupted(tmp_path_factory):
 def test_an_interrupted_evaluate_keeps_finished_runs_and_resumes_to_the_same_table(uninterrupted, tmp_path,
                                                                                    monkeypatch, capsys):
     out = tmp_path / "ev"
-    _interrupt_after(evaluate, monkeypatch, 3)
+    _interrupt_after(grid, monkeypatch, 3)
     assert main(EVAL + ["--out", str(out)]) == 130
     assert "3 finished run(s) kept" in capsys.readouterr().out and not (out / "results.json").exists()
     lines = (out / RUNS_FILE).read_text().splitlines()
@@ -58,7 +58,7 @@ def test_an_interrupted_evaluate_keeps_finished_runs_and_resumes_to_the_same_tab
     assert "already holds 3 finished run(s)" in capsys.readouterr().err
     assert len((out / RUNS_FILE).read_text().splitlines()) == 4
 
-    calls = _interrupt_after(evaluate, monkeypatch, 99)
+    calls = _interrupt_after(grid, monkeypatch, 99)
     assert main(EVAL + ["--out", str(out), "--resume"]) == 0
     assert calls == ["glico"]  # only the missing run (seed 1, glico) trained
     assert "resuming: 3 of 4 runs already finished" in capsys.readouterr().out
@@ -69,7 +69,7 @@ def test_an_interrupted_evaluate_keeps_finished_runs_and_resumes_to_the_same_tab
 
 def test_resume_with_other_settings_names_them(tmp_path, monkeypatch, capsys):
     out = tmp_path / "ev"
-    _interrupt_after(evaluate, monkeypatch, 1)
+    _interrupt_after(grid, monkeypatch, 1)
     assert main(EVAL + ["--out", str(out)]) == 130
     assert main(EVAL[:-1] + ["--fit-epochs", "3", "--quiet", "--out", str(out), "--resume"]) == 2
     err = capsys.readouterr().err
@@ -80,7 +80,7 @@ def test_a_grid_from_before_the_schedule_setting_still_resumes(tmp_path, monkeyp
     # Grids written before --schedule existed have no config.schedule: they ran the step schedule, so they
     # resume as such; one that would now need another schedule is refused by name.
     out = tmp_path / "ev"
-    _interrupt_after(evaluate, monkeypatch, 1)
+    _interrupt_after(grid, monkeypatch, 1)
     assert main(EVAL + ["--out", str(out)]) == 130
     lines = (out / RUNS_FILE).read_text().splitlines()
     header = json.loads(lines[0])
@@ -88,18 +88,18 @@ def test_a_grid_from_before_the_schedule_setting_still_resumes(tmp_path, monkeyp
     (out / RUNS_FILE).write_text("\n".join([json.dumps(header), *lines[1:]]) + "\n")
     assert main(EVAL + ["--out", str(out), "--resume", "--schedule", "cosine"]) == 2
     assert "config.schedule: 'step' then, 'cosine' now" in capsys.readouterr().err
-    calls = _interrupt_after(evaluate, monkeypatch, 99)
+    calls = _interrupt_after(grid, monkeypatch, 99)
     assert main(EVAL + ["--out", str(out), "--resume"]) == 0
     assert len(calls) == 3
 
 
 def test_a_run_cut_short_by_a_kill_is_dropped_and_rerun(tmp_path, monkeypatch):
     out = tmp_path / "ev"
-    _interrupt_after(evaluate, monkeypatch, 2)
+    _interrupt_after(grid, monkeypatch, 2)
     assert main(EVAL + ["--out", str(out)]) == 130
     with open(out / RUNS_FILE, "a") as f:
         f.write('{"spc": 2, "seed": 1, "meth')  # a line a kill cut short
-    calls = _interrupt_after(evaluate, monkeypatch, 99)
+    calls = _interrupt_after(grid, monkeypatch, 99)
     assert main(EVAL + ["--out", str(out), "--resume"]) == 0
     assert calls == ["baseline", "glico"]
     assert len(json.loads((out / "results.json").read_text())["runs"]) == 4
@@ -109,12 +109,12 @@ def test_an_interrupted_ablation_resumes_and_refits_only_what_the_missing_rows_n
     whole = tmp_path / "whole"
     assert main(ABLATE + ["--out", str(whole)]) == 0
     out = tmp_path / "abl"
-    _interrupt_after(ablations, monkeypatch, 1)
+    _interrupt_after(grid, monkeypatch, 1)
     assert main(ABLATE + ["--out", str(out)]) == 130
-    calls = _interrupt_after(ablations, monkeypatch, 99)
+    calls = _interrupt_after(grid, monkeypatch, 99)
     fits = []
-    real_fit = ablations.fit_glico
-    monkeypatch.setattr(ablations, "fit_glico", lambda *a, **k: (fits.append(1), real_fit(*a, **k))[1])
+    real_fit = grid.fit_glico
+    monkeypatch.setattr(grid, "fit_glico", lambda *a, **k: (fits.append(1), real_fit(*a, **k))[1])
     assert main(ABLATE + ["--out", str(out), "--resume"]) == 0
     assert calls == ["glico"] and len(fits) == 1  # the Lerp row, on a fit of its own split
     a = json.loads((whole / "results.json").read_text())
@@ -160,14 +160,14 @@ def _edit_header(out, **changes):
 
 def test_resume_accepts_another_glico_version_but_not_another_arithmetic(tmp_path, monkeypatch, capsys):
     out = tmp_path / "ev"
-    _interrupt_after(evaluate, monkeypatch, 3)
+    _interrupt_after(grid, monkeypatch, 3)
     assert main(EVAL + ["--out", str(out)]) == 130
     # Runs made in bf16 on a GPU must not be joined by fp32 runs on a CPU, although the device may change.
     _edit_header(out, resolved_precision="bf16")
     assert main(EVAL + ["--out", str(out), "--resume"]) == 2
     assert "resolved_precision: 'bf16' then, 'fp32' now" in capsys.readouterr().err
     _edit_header(out, resolved_precision="fp32", glico_version="0.2.9")  # a patch upgrade mid-grid
-    calls = _interrupt_after(evaluate, monkeypatch, 99)
+    calls = _interrupt_after(grid, monkeypatch, 99)
     assert main(EVAL + ["--out", str(out), "--resume"]) == 0 and calls == ["glico"]
     assert "about 0.0 min left" in capsys.readouterr().out  # the one run left was the last: no ETA for kept runs
 

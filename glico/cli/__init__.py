@@ -359,7 +359,8 @@ def cmd_train(args) -> int:
     from glico.classify import GLICO_RUN_DIR, MODEL_JSON, TRAIN_STATE, check_square, recipe_for, train_final_classifier
     from glico.data import load_data
     from glico.experiments.downstream import TrainInterrupted, resolve_precision
-    from glico.experiments.evaluate import GLICO_METHODS, model_fields_from_args
+    from glico.cli.options import model_fields_from_args
+    from glico.experiments.grid import GLICO_METHODS
     from glico.training import FitInterrupted, NonFiniteLossError, resolve_device
 
     resolve_device(args.device)
@@ -471,7 +472,7 @@ def cmd_train(args) -> int:
         (out / "train.json").write_text(json.dumps(settings, indent=2))
     if torch.device(args.device).type == "cpu":
         from glico.experiments.downstream import steps_for
-        from glico.experiments.evaluate import cpu_time_warning
+        from glico.experiments.grid import cpu_time_warning
 
         warning = cpu_time_warning(recipe.classifier, (c, h, w), len(train.class_names),
                                    min(recipe.batch_size, len(train)),
@@ -617,7 +618,8 @@ def build_parser() -> argparse.ArgumentParser:
     sub = p.add_subparsers(dest="command", required=True)
 
     from glico.experiments.demo import DemoConfig
-    from glico.experiments.evaluate import SCHEDULES, add_test_fraction_flag, classifier_name
+    from glico.cli.options import add_test_fraction_flag, classifier_name
+    from glico.experiments.grid import SCHEDULES
 
     d = sub.add_parser(
         "demo", help="GLICO against the baseline on scikit-learn's digits, over seeds 0, 1, 2 (CPU, minutes)",
@@ -712,13 +714,11 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--seed", default=0, type=nonnegative_int)
     s.set_defaults(func=cmd_sample)
     _add_model_parsers(sub)
-    from glico.experiments.evaluate import add_evaluate_parser
+    from glico.cli.grid import add_ablate_parser, add_evaluate_parser, add_merge_parser
 
     add_evaluate_parser(sub, lambda parser: _family_args(parser, "--glico-classifier", "classifier_f"))
-    from glico.experiments.ablations import add_ablate_parser
 
     add_ablate_parser(sub, lambda parser: _family_args(parser, "--glico-classifier", "classifier_f"))
-    from glico.experiments.merge import add_merge_parser
 
     add_merge_parser(sub)
     for command in sub.choices.values():
@@ -730,7 +730,8 @@ def _add_model_parsers(sub) -> None:
     """``glico train``, ``predict`` and ``export``."""
     from glico.classify import EXPORT_FORMATS, RECIPES
     from glico.experiments.downstream import PRECISIONS
-    from glico.experiments.evaluate import SCHEDULES, add_test_fraction_flag, classifier_name
+    from glico.cli.options import add_test_fraction_flag, classifier_name
+    from glico.experiments.grid import SCHEDULES
     from glico.experiments.policies import policy_names
 
     t = sub.add_parser(
@@ -833,7 +834,7 @@ def main(argv: list[str] | None = None) -> int:
         print(f"glico {args.command}: error: {e}", file=sys.stderr)
         return 2
     except KeyboardInterrupt as e:
-        from glico.experiments.evaluate import GridInterrupted
+        from glico.experiments.grid import GridInterrupted
 
         if not isinstance(e, GridInterrupted):  # a grid has already said what it kept
             print(f"glico {args.command}: interrupted", file=sys.stderr)
