@@ -80,9 +80,13 @@ def test_reference_is_rotation_equivariant(seed, batch, d, t):
     a, b = torch.randn(2, batch, d, generator=g)
     rotation, _ = torch.linalg.qr(torch.randn(d, d, generator=g, dtype=torch.float64))
     rotation = rotation.float()
-    torch.testing.assert_close(
-        reference.slerp(a @ rotation.T, b @ rotation.T, t), reference.slerp(a, b, t) @ rotation.T, **tol(torch.float32)
-    )
+    got, want = reference.slerp(a @ rotation.T, b @ rotation.T, t), reference.slerp(a, b, t) @ rotation.T
+    # Rotating the inputs perturbs them by float32 rounding, which slerp amplifies by its condition number
+    # 1/sin θ near antipodal pairs (random pairs in d = 2 often are): the table's atol is scaled by it per
+    # row, as in test_reference_matches_textbook_formula.
+    cos = torch.nn.functional.cosine_similarity(a.double(), b.double(), dim=1, eps=1e-30).clamp(-1, 1)
+    atol = tol(torch.float32)["atol"] / torch.sqrt(1 - cos**2).clamp(1e-3, 1.0)[:, None]
+    assert ((got - want).abs() <= atol + tol(torch.float32)["rtol"] * want.abs()).all(), (got - want).abs().max()
 
 
 def test_reference_gradients_follow_the_closed_form():
