@@ -22,6 +22,11 @@ Reliability (see ``docs/reliability.md``):
 - A non-finite loss raises :class:`NonFiniteLossError`. It is detected at the next log point or
   checkpoint (no per-step host sync), and a checkpoint is only written once the losses since the last
   check and the weights are finite, so the last good checkpoint is never overwritten with NaN weights.
+
+Data-parallel (``FitConfig.data_parallel`` under ``torchrun``, see ``docs/data-parallel.md``): every rank
+draws the same batches and noise, computes the losses of the rows whose codes it owns (image i: rank
+``i % world``), and the generator's and classifier's gradients and BatchNorm statistics are combined over
+the ranks (:mod:`glico.data_parallel`), so the fit is the single process's.
 """
 from __future__ import annotations
 
@@ -39,9 +44,11 @@ from typing import Any, Callable, Iterator
 import torch
 from glico._progress import progress as tqdm
 
+from glico import data_parallel
+from glico.distributed import Ranks
 from glico.latents.optim import SphereRowAdam
 from glico.losses import concat_prepared, select_prepared
-from glico.model import GLICO, UNLABELED
+from glico.model import GLICO, UNLABELED, StepLosses
 
 log = logging.getLogger(__name__)
 
@@ -107,6 +114,15 @@ class FitConfig:
             epoch. ``True`` or a ``torch.compile`` mode name: ``"default"``, ``"reduce-overhead"``
             (CUDA graphs of the compiled pieces on CUDA: for the launch-bound small-batch step),
             ``"max-autotune"``, ``"max-autotune-no-cudagraphs"``. Default off.
+        data_parallel: share each step's batch over the ranks of the joined process group (``torchrun``,
+            :func:`glico.distributed.init_from_env`): every rank draws the same batches and noise, image
+            i's code is updated by rank ``i % world`` only (the rank that computes that row's losses), the
+            generator's and classifier's gradients are summed over the ranks and their BatchNorm uses the
+            global batch's statistics, so the fit is the single process's (to float rounding), and every
+            rank ends with all the fitted codes. Without a group, or in a world of one, it changes
+            nothing. Refused with more ranks: ``checkpoint``/``resume``, ``compile``, a batch smaller than
+            the world size, dropout in the generator or classifier; ``handle_signals`` is not used there
+            (see ``docs/data-parallel.md``).
     """
 
     epochs: int = 200
@@ -131,6 +147,7 @@ class FitConfig:
     channels_last: bool = False
     autocast_dtype: torch.dtype | None = None
     compile: bool | str = False
+    data_parallel: bool = False
 
     def __post_init__(self) -> None:
         if self.epochs < 1 or self.batch_size < 1:
@@ -155,6 +172,8 @@ class FitConfig:
         if not isinstance(self.compile, bool) and self.compile not in COMPILE_MODES:
             raise ValueError(f"compile must be True/False or a torch.compile mode ({', '.join(COMPILE_MODES)}); "
                              f"got {self.compile!r}")
+        if not isinstance(self.data_parallel, bool):
+            raise ValueError(f"data_parallel must be True or False; got {self.data_parallel!r}")
 
     def passes_per_epoch(self, n_images: int) -> int:
         """Passes over ``n_images`` images that make one epoch: ``max(1, ceil(oversample_to / n_images))``."""
@@ -269,12 +288,17 @@ def fit(
     Returns:
         The logged loss history (of the whole fit, including the sessions before a resume).
 
+    With ``config.data_parallel`` in a process group of several ranks, each rank computes the losses of the
+    batch rows it owns (image i: rank ``i % world``) and the step is the single process's; see
+    :class:`FitConfig` and ``docs/data-parallel.md``. The returned history is the global one on every rank.
+
     Raises:
         FitInterrupted: SIGINT/SIGTERM arrived; the checkpoint holds the state after the last step.
         NonFiniteLossError: the loss became NaN/inf; the last good checkpoint is kept.
         FileNotFoundError: ``resume`` without a checkpoint file.
         ValueError: bad inputs, or ``resume`` with a checkpoint of another fit (the message names
-            what differs).
+            what differs), or, data-parallel on several ranks, a setting it refuses (the message says
+            what is accepted).
 
     Shape:
         images (N, C, H, W), labels (N,), unlabeled (M, C, H, W)
@@ -294,6 +318,9 @@ def fit(
     steps_per_pass = math.ceil(n / batch)
     steps_per_epoch = passes * steps_per_pass
     total_steps = config.steps(n)
+    ranks = data_parallel.active(config.data_parallel)
+    if ranks is not None:
+        _refuse_for_data_parallel(config, ranks, batch)
     fingerprint = data_fingerprint(all_images, all_labels)
 
     g = torch.Generator().manual_seed(config.seed)
@@ -367,27 +394,38 @@ def fit(
     autocast = _autocast(config.autocast_dtype, device)
     start = time.perf_counter()
     seconds_before = history.seconds
-    bar = tqdm(total=total_steps, initial=step, desc="fit GLICO", unit="step", disable=not config.progress, leave=False)
+    bar = tqdm(total=total_steps, initial=step, desc="fit GLICO", unit="step", leave=False,
+               disable=not config.progress or (ranks is not None and not ranks.main))
     try:
         # Prepared after model.train(), so the cache is made in the mode the plain path prepares targets
         # in; inside the try, so a failure here still restores the model (eval mode, memory format).
         target_cache = _target_cache(model.loss, data, batch, config, autocast)
-        with _StopOnSignals(config.handle_signals) as stop, _deterministic(config.deterministic, device), \
-                _compiled(model, config.compile):
+        # Data-parallel: no signal handling (a rank stopping on its own would leave the others waiting).
+        with _StopOnSignals(config.handle_signals and ranks is None) as stop, \
+                _deterministic(config.deterministic, device), _compiled(model, config.compile), \
+                _shards(model, ranks, device) as shards:
             for epoch in range(step // steps_per_epoch, config.epochs):
                 first = step - epoch * steps_per_epoch
                 if first == 0 or perm is None:
                     # A fresh epoch draws its permutations (one per pass); a resumed one continues the saved ones.
                     perm = torch.cat([torch.randperm(n, generator=g) for _ in range(passes)])
                 perm_dev = perm.to(device)
+                if shards is not None:
+                    own_all, own_at = shards.owned(perm, n, batch, steps_per_pass)
                 for k in range(first, steps_per_epoch):
                     # Batches never straddle two passes, so a batch's rows are distinct (the code optimiser's rule).
                     p, j = divmod(k, steps_per_pass)
                     lo = p * n + j * batch
                     idx = perm_dev[lo : min(lo + batch, (p + 1) * n)]
-                    target = None if target_cache is None else select_prepared(target_cache, idx)
-                    with autocast():
-                        losses = model.step_losses(data[idx], idx, noise_generator=noise_gen, prepared_target=target)
+                    if shards is not None:
+                        with autocast():
+                            losses = shards.losses(data, idx, own_all[own_at[k] : own_at[k + 1]], noise_gen,
+                                                   target_cache)
+                    else:
+                        target = None if target_cache is None else select_prepared(target_cache, idx)
+                        with autocast():
+                            losses = model.step_losses(data[idx], idx, noise_generator=noise_gen,
+                                                       prepared_target=target)
                     opt.zero_grad(set_to_none=True)
                     opt_codes.zero_grad(set_to_none=True)
                     losses.total.backward()
@@ -404,9 +442,13 @@ def fit(
                     # log interval would otherwise show one point, its loss seemingly unchanged).
                     if step % config.log_every == 0 or step == total_steps or (step == 1 and history.resumed_from is None):
                         count = step - (history.step[-1] if history.step else 0)
+                        if shards is not None:
+                            running = data_parallel.all_reduce_sum(running)  # the ranks' shares of the losses
                         tot, rec, cls = (running / count).tolist()
                         running.zero_()
                         if not math.isfinite(tot):
+                            if shards is not None:
+                                bad_at = shards.first_bad(bad_at)
                             raise ckpt.nonfinite(int(bad_at), step)
                         last_check = step
                         history.step.append(step)
@@ -423,6 +465,9 @@ def fit(
                         ckpt.write(step, perm, running, history, opt, opt_codes, scheds, g, noise_gen)
                     if stop.signal_name is not None and step < total_steps:
                         raise FitInterrupted(step, total_steps, stop.signal_name, config.checkpoint)
+            if shards is not None:
+                # Each rank updated only the codes it owns: give every rank all of them.
+                data_parallel.gather_owned_rows_(model.codes.weight.data, ranks)
     finally:
         bar.close()
         model.eval()
@@ -734,3 +779,111 @@ def _compiled(model: GLICO, enabled: bool | str) -> Iterator[None]:
     finally:
         for module, name in patched:
             object.__delattr__(module, name)
+
+
+# ---------------------------------------------------------------------------------------------- data-parallel
+def _refuse_for_data_parallel(config: FitConfig, ranks: Ranks, batch: int) -> None:
+    """Refuse, before anything changes, the settings a data-parallel fit on ``ranks.world`` ranks cannot honour."""
+    if config.checkpoint or config.resume:
+        raise ValueError(f"a data-parallel fit ({ranks.world} ranks) writes no checkpoint and cannot resume: use "
+                         f"checkpoint=None and resume=False with data_parallel=True, or data_parallel=False")
+    if config.compile:
+        raise ValueError(f"compile={config.compile!r} is not supported in a data-parallel fit ({ranks.world} ranks): "
+                         f"use compile=False with data_parallel=True, or data_parallel=False")
+    if batch < ranks.world:
+        raise ValueError(f"a data-parallel fit on {ranks.world} ranks needs a batch of at least {ranks.world} images; "
+                         f"this one has {batch} (batch_size={config.batch_size}, capped at the number of images)")
+
+
+@contextlib.contextmanager
+def _shards(model: GLICO, ranks: Ranks | None, device: torch.device) -> Iterator["_Shards | None"]:
+    """None for a single-process fit; for a data-parallel one, the fit's :class:`_Shards`, with BatchNorm of
+    the generator and classifier synchronised over the ranks and their gradients summed over them for the
+    duration of the block (the plain modules are back afterwards)."""
+    if ranks is None:
+        yield None
+        return
+    uses_classifier = model.classifier is not None and model.gamma != 0.0
+    data_parallel.refuse_rank_dependent_layers(model.generator, "generator")
+    if uses_classifier:
+        data_parallel.refuse_rank_dependent_layers(model.classifier, "classifier")
+    data_parallel.refuse_rank_dependent_layers(model.loss, "reconstruction loss", allow_batchnorm=False)
+    with contextlib.ExitStack() as stack:
+        stack.enter_context(data_parallel.synchronised_batchnorm(model.generator, model.classifier))
+        generator = stack.enter_context(data_parallel.summed_gradients(model.generator, device))
+        classifier = stack.enter_context(data_parallel.summed_gradients(model.classifier, device)) \
+            if uses_classifier else None
+        yield _Shards(model, ranks, generator, classifier, device)
+
+
+class _Shards:
+    """One rank's part of a data-parallel fit: which rows of each batch it owns (image i belongs to rank
+    ``i % world``), and the step's losses on those rows, scaled so that their sum over the ranks is the
+    single process's :meth:`GLICO.step_losses` of the whole batch."""
+
+    def __init__(self, model: GLICO, ranks: Ranks, generator: torch.nn.Module,
+                 classifier: torch.nn.Module | None, device: torch.device) -> None:
+        self.model, self.ranks, self.device = model, ranks, device
+        self.generator, self.classifier = generator, classifier
+
+    def owned(self, perm: torch.Tensor, n: int, batch: int, steps_per_pass: int) -> tuple[torch.Tensor, list[int]]:
+        """The positions, within its batch, of the rows this rank owns, for every step of an epoch whose
+        batches are cut from ``perm`` (host) as the fit loop cuts them: ``(positions, at)``, step k's being
+        ``positions[at[k] : at[k + 1]]``. Worked out on the host once per epoch and moved to the device in
+        one copy, so the steps need no host synchronisation."""
+        t = torch.arange(perm.numel())
+        q = t % n  # place in its pass
+        step = (t // n) * steps_per_pass + q // batch
+        mine = perm % self.ranks.world == self.ranks.rank
+        counts = torch.bincount(step[mine], minlength=(perm.numel() // n) * steps_per_pass)
+        at = [0] + torch.cumsum(counts, 0).tolist()
+        return (q % batch)[mine].to(self.device), at
+
+    def losses(self, data: torch.Tensor, idx: torch.Tensor, own: torch.Tensor, noise_generator: torch.Generator,
+               target_cache: Any | None) -> StepLosses:
+        """This rank's share of :meth:`GLICO.step_losses` on the global batch ``idx``: the terms of its rows
+        ``idx[own]`` divided by the global counts (the batch size; its labelled rows), so that the ranks'
+        losses (and their gradients) sum to the single process's. Every rank runs the generator and the
+        classifier, with no rows when it owns none in this batch: their BatchNorm and gradient sums are
+        collectives that every rank joins.
+
+        Shape:
+            data (N, C, H, W), idx (B,), own (B_rank,)
+        """
+        m = self.model
+        mine = idx[own]
+        z = m.codes(mine)
+        # The noise of the whole batch, drawn as one process draws it, and this rank's rows of it. The other
+        # rows carry this rank's stale copies of codes it does not own: a noise policy works row by row, so
+        # they do not reach this rank's rows.
+        full = m.codes.weight.detach()[idx].index_put((own,), z)
+        fake = self.generator(m.noise(full, generator=noise_generator)[own])
+        if mine.numel():
+            target = m.loss.prepare_target(data[mine]) if target_cache is None else select_prepared(target_cache, mine)
+            per_image = m.loss.forward_prepared(fake, target)
+            if per_image.shape != mine.shape:
+                raise ValueError(f"{type(m.loss).__name__} returned shape {tuple(per_image.shape)}; a reconstruction "
+                                 f"loss returns one value per image ({tuple(mine.shape)})")
+            rec = per_image.sum() / idx.shape[0]
+        else:
+            rec = fake.sum() * 0.0  # no rows here: nothing to add, but the generator's backward must still run
+        cls = torch.zeros((), device=rec.device)
+        if self.classifier is not None:
+            y = m.labels[mine]
+            logits = self.classifier(z if m.classifier.consumes_codes else fake)
+            if logits.dim() != 2 or logits.shape[1] != m.num_classes:
+                raise ValueError(f"classifier returned logits of shape {tuple(logits.shape)}; "
+                                 f"expected (B, {m.num_classes})")
+            per = m.class_loss(logits, y.clamp_min(0))
+            # The batch's labelled rows, counted over the whole batch (every rank knows all its labels).
+            cls = (per * (y >= 0)).sum() / (m.labels[idx] >= 0).sum().clamp_min(1)
+        return StepLosses(rec + m.gamma * cls, rec, cls)
+
+    def first_bad(self, bad_at: torch.Tensor) -> torch.Tensor:
+        """The first step with a non-finite loss on any rank (-1: none), from each rank's own."""
+        import torch.distributed as dist
+
+        never = torch.iinfo(torch.long).max
+        first = torch.where(bad_at < 0, torch.full_like(bad_at, never), bad_at)
+        dist.all_reduce(first, op=dist.ReduceOp.MIN)
+        return torch.where(first == never, torch.full_like(first, -1), first)

@@ -3,17 +3,20 @@ augmentation (e.g. :class:`glico.augment.GLICOAugmenter`)."""
 from __future__ import annotations
 
 import collections
+import contextlib
 import hashlib
 import logging
 import math
 import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
+from typing import Iterator
 
 import torch
 from torch import nn
 from glico._progress import progress as tqdm
 
+from glico import data_parallel
 from glico._checks import check_images, check_labels
 from glico.experiments.augment_ops import random_crop_flip
 from glico.experiments.policies import BatchPolicy, load_policy_state, policy_state, soft_cross_entropy
@@ -49,6 +52,13 @@ class TrainConfig:
             (default): on with bf16 (where convolutions gain from it) and on the CPU (measured on a 2-core
             machine: a WRN-16-1 step at batch 64 took 187 ms instead of 218 ms, the weak CNN's 29 ms
             instead of 43 ms), off for float32 on CUDA.
+        data_parallel: share each step's global batch over the ranks of the joined process group
+            (``torchrun``, :func:`glico.distributed.init_from_env`): every rank builds the whole batch as
+            one process would (order, policy, crop/flip), runs its contiguous share of the rows, and the
+            summed gradients and global BatchNorm statistics make the update the single process's (to
+            float rounding; see ``docs/data-parallel.md``). Without a group, or in a world of one, it
+            changes nothing. Refused with more ranks: a checkpoint, a global batch smaller than the world
+            size, dropout in the classifier.
     """
 
     steps: int = 2000
@@ -66,12 +76,15 @@ class TrainConfig:
     progress: bool = True
     precision: str = "auto"
     channels_last: bool | None = None
+    data_parallel: bool = False
 
     def __post_init__(self) -> None:
         if self.steps < 1 or self.batch_size < 1 or self.lr <= 0:
             raise ValueError(f"steps, batch_size and lr must be positive; got {self.steps}, {self.batch_size}, {self.lr}")
         if self.precision not in PRECISIONS:
             raise ValueError(f"precision must be one of {', '.join(PRECISIONS)}; got {self.precision!r}")
+        if not isinstance(self.data_parallel, bool):
+            raise ValueError(f"data_parallel must be True or False; got {self.data_parallel!r}")
 
 
 PRECISIONS = ("auto", "fp32", "bf16")
@@ -126,9 +139,19 @@ def train_classifier(
     training ends with the same weights as an uninterrupted one (on the same machine and device). The
     file is left in place at the end; the caller removes it.
 
+    With ``config.data_parallel`` in a process group of several ranks (``torchrun``), each rank builds the
+    whole global batch as above, runs its share of the rows (:func:`glico.data_parallel.share`) through the
+    classifier, with its BatchNorm layers synchronised over the ranks for the training
+    (:class:`glico.data_parallel.DistributedBatchNorm`), and takes the step with the gradients summed over
+    the ranks; the loss (a batch mean, as ``soft_cross_entropy`` and ``training_loss`` are) is weighted by
+    the share's fraction of the batch. Every rank ends with the same classifier, the one a single process
+    trains (to float rounding). See ``docs/data-parallel.md``.
+
     Raises:
         TrainInterrupted: a signal stopped a checkpointed training (its state is in ``checkpoint``).
-        ValueError: ``resume`` with a checkpoint of another training (other data, recipe or classifier).
+        ValueError: ``resume`` with a checkpoint of another training (other data, recipe or classifier);
+            with ``data_parallel`` on several ranks: a checkpoint, a batch smaller than the world size, or
+            dropout in the classifier.
 
     Shape:
         images (N, C, H, W) in [0, 1], labels (N,)
@@ -137,10 +160,17 @@ def train_classifier(
     labels = check_labels(labels, images.shape[0])
     dev = torch.device(config.device)
     bf16, fmt = arithmetic(config)
+    n = images.shape[0]
+    batch = min(config.batch_size, n)
+    ranks = data_parallel.active(config.data_parallel)
+    rows = None  # this rank's rows of each global batch (None: all of them)
+    if ranks is not None:
+        if checkpoint is not None or resume:
+            raise ValueError(f"data-parallel training ({ranks.world} ranks) writes no checkpoint: call "
+                             f"train_classifier with checkpoint=None and resume=False, or with data_parallel=False")
+        rows = data_parallel.share(batch, ranks)
     classifier.to(dev, memory_format=fmt).train()
     x, y = images.to(dev), labels.to(dev)
-    n = x.shape[0]
-    batch = min(config.batch_size, n)
     opt, sched = sgd_schedule(classifier, config)
     # A classifier may bring its own loss (e.g. glico.classifiers.CosineEmbeddingClassifier's cosine loss).
     loss_fn = getattr(classifier, "training_loss", None) or soft_cross_entropy
@@ -159,8 +189,9 @@ def train_classifier(
     from glico.training import _StopOnSignals
 
     try:
-        with _StopOnSignals(saver is not None) as stop:
-            for step in tqdm(range(start, config.steps), desc=desc, unit="step", disable=not config.progress,
+        with _StopOnSignals(saver is not None) as stop, _replicas(classifier, ranks, dev) as net:
+            for step in tqdm(range(start, config.steps), desc=desc, unit="step",
+                             disable=not config.progress or (ranks is not None and not ranks.main),
                              leave=False, initial=start, total=config.steps):
                 if pos + batch > n:
                     perm, pos = torch.randperm(n, generator=g_host).to(dev), 0
@@ -170,9 +201,14 @@ def train_classifier(
                 if policy is not None:
                     xb, tb = policy(xb, tb, idx)
                 xb = random_crop_flip(xb, config.crop_pad, config.flip, g_dev).contiguous(memory_format=fmt)
+                if rows is not None:
+                    xb, tb = xb[rows], tb[rows]
                 with torch.autocast(dev.type, dtype=torch.bfloat16, enabled=bf16):
-                    logits = classifier(xb)
+                    logits = net(xb)
                 loss = loss_fn(logits.float(), tb)
+                if rows is not None:
+                    # The share's mean weighted by its fraction of the batch: summed over the ranks, the batch's mean.
+                    loss = loss * (xb.shape[0] / batch)
                 opt.zero_grad(set_to_none=True)
                 loss.backward()
                 opt.step()
@@ -185,6 +221,19 @@ def train_classifier(
         # Handed back (also after an interruption) in the default layout, in eval mode.
         classifier.to(memory_format=torch.contiguous_format).eval()
     return classifier
+
+
+@contextlib.contextmanager
+def _replicas(classifier: nn.Module, ranks, dev: torch.device) -> Iterator[nn.Module]:
+    """The module a training step calls: ``classifier`` itself, or, data-parallel (``ranks`` not None), the
+    classifier with BatchNorm synchronised over the ranks, wrapped to sum its gradients over them; the
+    plain classifier is restored afterwards."""
+    if ranks is None:
+        yield classifier
+        return
+    data_parallel.refuse_rank_dependent_layers(classifier, "classifier")
+    with data_parallel.synchronised_batchnorm(classifier), data_parallel.summed_gradients(classifier, dev) as net:
+        yield net
 
 
 def arithmetic(config: TrainConfig) -> tuple[bool, torch.memory_format]:
@@ -238,7 +287,8 @@ class _TrainCheckpoint:
             h.update(str((t.dtype, tuple(t.shape))).encode())
             h.update(t.view(-1).view(torch.uint8).numpy().tobytes())
         shapes = {k: list(v.shape) for k, v in classifier.state_dict().items()}
-        recipe = {k: v for k, v in asdict(config).items() if k not in ("device", "progress")}
+        # data_parallel does not change the trajectory (and is refused with a checkpoint on more than one rank).
+        recipe = {k: v for k, v in asdict(config).items() if k not in ("device", "progress", "data_parallel")}
         self.identity = {"data": h.hexdigest()[:24], "recipe": recipe, "classifier": type(classifier).__name__,
                          "shapes": shapes}
         self.last = time.monotonic()
