@@ -879,6 +879,31 @@ def share(items: Sequence[Any], ranks: distributed.Ranks) -> list[Any]:
     return list(items[ranks.rank::ranks.world])
 
 
+#: Relative cost of a cell's training by its method, for spreading cells over ranks (estimates: MixMatch's
+#: 3.6 was measured on the CIFAR CPU recipe; a GLICO policy also runs the generator on every batch).
+CELL_COST = {"mixmatch": 3.6}
+GLICO_CELL_COST = 1.5
+
+
+def share_cells(cells: Sequence[Cell], ranks: distributed.Ranks, steps: Callable[[Cell], int]) -> list[Cell]:
+    """This rank's cells, in grid order: the longest first, each to the rank with the least work so far
+    (ties to the lowest rank), work being ``steps(cell)`` times the method's :data:`CELL_COST`. The same
+    cells give the same shares on every rank; it spreads a grid whose rows differ in cost (a GLICO row per
+    two baselines would otherwise land on one rank)."""
+    def cost(cell: Cell) -> float:
+        factor = GLICO_CELL_COST if cell.variant.uses_glico else CELL_COST.get(cell.variant.policy, 1.0)
+        return steps(cell) * factor
+
+    load = [0.0] * ranks.world
+    mine = []
+    for cell in sorted(cells, key=lambda c: (-cost(c), c.index)):
+        r = min(range(ranks.world), key=lambda i: (load[i], i))
+        load[r] += cost(cell)
+        if r == ranks.rank:
+            mine.append(cell)
+    return sorted(mine, key=lambda c: c.index)
+
+
 @dataclass
 class GridRun:
     """What :func:`run_grid` hands the command that writes the results.
@@ -1005,7 +1030,8 @@ def run_grid(variants: Sequence[Variant], cfg: GridConfig, out: Path | None, *, 
         "standard_augmentation": f"random crop (pad {max(1, h // 8)})" + (" + horizontal flip" if flip else ""),
     }
     todo = [cell for cell in cells if kept.done(spc=cell.spc, seed=cell.seed, **{key: cell.variant.name}) is None]
-    mine = share(todo, ranks) if split_cells else todo
+    mine = (share_cells(todo, ranks, lambda cell: steps_for(cell.spc * k, cfg.batch_size, cfg.epochs, oversample))
+            if split_cells else todo)
     if torch.device(cfg.device).type == "cpu":
         steps_total = sum(steps_for(cell.spc * k, cfg.batch_size, cfg.epochs, oversample) for cell in mine)
         warning = cpu_time_warning(cfg.classifier, (c, h, w), k, min(cfg.batch_size, min(cfg.spcs) * k), steps_total,
@@ -1023,6 +1049,13 @@ def run_grid(variants: Sequence[Variant], cfg: GridConfig, out: Path | None, *, 
         say(f"glico {command}: {ranks.world} ranks share the {len(todo)} runs to do; each keeps its own runs file "
             f"in {out}, rank 0 joins them at the end")
     cache = fit_cache if fit_cache is not None or not split_cells else Path(out) / "fits"
+    writes = split_cells or ranks.main  # who writes a cell's pictures: its rank, or rank 0 when all run every cell
+    pictures: dict[tuple, int] = {}  # (split, fit, interpolator) -> the first cell to run that samples from it
+    for cell in todo:
+        if cell.variant.uses_glico:
+            interpolator = variant_spec(cell.variant, (c, h, w), k, cfg.model).interpolator
+            pictures.setdefault((cell.spc, cell.seed, _shared_fit_key(cell.variant, cfg.model), interpolator),
+                                cell.index)
     started = time.perf_counter()
     ran = 0
     width = max(len(v.name) for v in variants)
@@ -1050,7 +1083,6 @@ def run_grid(variants: Sequence[Variant], cfg: GridConfig, out: Path | None, *, 
                                      cosine=cfg.schedule == "cosine", oversample_to=oversample,
                                      data_parallel=data_parallel)
             fitted: dict[tuple, tuple[Any, dict]] = {}
-            pictured: set[tuple] = set()  # (fit, interpolator) pairs whose sample grid is written
             for i, cell in enumerate(group):
                 v = cell.variant
                 augmenter = model = cdcgan = unlabeled = None
@@ -1066,8 +1098,7 @@ def run_grid(variants: Sequence[Variant], cfg: GridConfig, out: Path | None, *, 
                     model, info = fitted[fkey]
                     spec = variant_spec(v, (c, h, w), k, cfg.model)
                     model.interpolator = resolve("interpolator", spec.interpolator)(spec)
-                    if out is not None and ranks.main and (fkey, spec.interpolator) not in pictured:
-                        pictured.add((fkey, spec.interpolator))
+                    if out is not None and writes and pictures[(spc, seed, fkey, spec.interpolator)] == cell.index:
                         save_grid(class_grid(model, 8, seed), Path(out) / samples_name(v, spc, seed), nrow=8)
                     # A fresh augmenter per cell: its draws do not depend on which cells ran before.
                     augmenter = GLICOAugmenter(model, p=cfg.glico_p, seed=seed, t_values=cfg.glico_t,
@@ -1078,7 +1109,7 @@ def run_grid(variants: Sequence[Variant], cfg: GridConfig, out: Path | None, *, 
                 elif v.policy == "cdcgan":
                     cdcgan, info = fit_cdcgan_for(train, seed=seed, steps=fit_steps(spc * k), device=cfg.device,
                                                   batch_size=cfg.fit_batch_size, progress=progress,
-                                                  samples_png=None if out is None or not ranks.main else
+                                                  samples_png=None if out is None or not writes else
                                                   Path(out) / f"cdcgan-samples-spc{spc}-seed{seed}.png")
                     fit_s = f"fit {info['seconds']:.0f} s + "
                 elif v.policy == "mixmatch":
@@ -1100,12 +1131,12 @@ def run_grid(variants: Sequence[Variant], cfg: GridConfig, out: Path | None, *, 
                 kept.add(run)
                 ran += 1
                 eta = (time.perf_counter() - started) / ran * (len(mine) - ran)
-                echo(f"  {tag}spc {spc:>3} seed {seed} {v.name:>{width}}: top-1 {acc['top1']:6.2f} %  "
+                (echo if split_cells else say)(f"  {tag}spc {spc:>3} seed {seed} {v.name:>{width}}: top-1 {acc['top1']:6.2f} %  "
                      + (f"top-5 {acc['top5']:6.2f} %  " if acc["top5"] is not None else "")
                      + (f"FID {run['fid']:.1f}  " if "fid" in run else "")
-                     + f"({fit_s}train {acc['seconds']:.0f} s; {len(kept)}/{len(cells)} done"
-                     + (" by all ranks" if split_cells and ranks.world > 1 else "")
-                     + f", about {eta / 60:.1f} min left)")
+                     + f"({fit_s}train {acc['seconds']:.0f} s; "
+                     + (f"{ran}/{len(mine)} of this rank's runs done" if split_cells else
+                        f"{len(kept)}/{len(cells)} done") + f", about {eta / 60:.1f} min left)")
     except KeyboardInterrupt:
         echo(f"glico {command}: {tag}interrupted; {kept.interrupted_message()}")
         raise GridInterrupted from None
