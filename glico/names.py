@@ -1,6 +1,18 @@
-"""The one place where names (strings) become components: used by the CLI and by run folders.
+"""The one place where names (strings) become components: used by the CLI, by run folders and results.
 
-Each family is a plain dict from a name to a factory. An unknown name fails with the valid ones.
+Each family is a plain dict from a name to a factory; :func:`choices` lists a family's names and
+:func:`resolve` turns one into its factory (an unknown name fails with the valid ones). The families:
+
+- GLICO's parts (:class:`ModelSpec` fields): ``generator``, ``loss``, ``init``, ``feature_net``, ``noise``,
+  ``interpolator``, ``classifier`` (f), ``class_loss``;
+- ``downstream``: the classifiers ``glico evaluate`` / ``ablate`` / ``train`` train (:func:`downstream_classifier`;
+  also ``wrn-DEPTH-K`` for any WideResNet);
+- ``method``: what a grid compares (:func:`method_names`): the batch policies of
+  :mod:`glico.experiments.policies` and the comparison systems of :data:`OTHER_METHODS`;
+- ``data``: the schemes of a data SPEC (``digits``, ``cifar10:DIR``, ... :func:`data_help`).
+
+One thing has one name: a WideResNet-28-2 is ``wrn-28-2`` as f and downstream alike (f's old name
+``wrn`` is read as ``wrn-28-2``, :data:`OLD_NAMES`, so that stored specs still load).
 """
 from __future__ import annotations
 
@@ -12,6 +24,15 @@ from typing import Any, Callable
 from torch import nn
 
 from glico.model import GLICO
+
+
+#: Names a family once used for a part that now has another (read as the new one, never listed).
+OLD_NAMES: dict[str, dict[str, str]] = {"classifier": {"wrn": "wrn-28-2"}}
+
+
+def canonical(family: str, name: str) -> str:
+    """``name`` as ``family`` spells it now (:data:`OLD_NAMES`); other names unchanged."""
+    return OLD_NAMES.get(family, {}).get(name, name)
 
 
 @dataclass(frozen=True)
@@ -40,6 +61,12 @@ class ModelSpec:
     gamma: float = 0.1
     # Last, so that specs stored before it existed (and positional construction) still work.
     feature_net: str = "resnet50"
+
+    def __post_init__(self) -> None:
+        for family, old in OLD_NAMES.items():
+            value = getattr(self, family)
+            if value in old:
+                object.__setattr__(self, family, old[value])
 
     def to_dict(self) -> dict[str, Any]:
         d = asdict(self)
@@ -168,7 +195,8 @@ def _classifiers() -> dict[str, Callable[[ModelSpec], Any]]:
     return {
         "weak": lambda s: WeakCNN(in_channels=s.image_shape[0], num_classes=s.num_classes, image_size=s.image_shape[1]),
         "latent": lambda s: LatentMLP(code_dim=s.code_dim, num_classes=s.num_classes),
-        "wrn": lambda s: WideResNet(depth=28, widen_factor=2, num_classes=s.num_classes, in_channels=s.image_shape[0]),
+        "wrn-28-2": lambda s: WideResNet(depth=28, widen_factor=2, num_classes=s.num_classes,
+                                         in_channels=s.image_shape[0]),
         "resnet50": lambda s: ResNet50(num_classes=s.num_classes, in_channels=s.image_shape[0]),
         "vgg19": lambda s: VGG19(num_classes=s.num_classes, in_channels=s.image_shape[0]),
         "none": lambda s: None,
@@ -187,6 +215,42 @@ def _generators() -> dict[str, Callable[[ModelSpec, int], Any]]:
     return {"dcgan": lambda s, in_dim: DCGANGenerator(in_dim, image_size=s.image_shape[1], channels=s.image_shape[0])}
 
 
+#: The comparison systems of a grid that are not batch policies, and what each is.
+OTHER_METHODS: dict[str, str] = {
+    "mixmatch": "MixMatch (Berthelot et al.) on the split and unlabelled images (--unlabeled)",
+    "cosine-loss": "Barz & Denzler's cosine-loss classifier (+ 0.1 cross-entropy), the paper's [29]",
+    "cdcgan": "a conditional DCGAN fitted on the split (the fit's budget), its samples replacing examples with "
+              "the GLICO probability",
+}
+
+
+def method_names() -> tuple[str, ...]:
+    """The methods a grid (``glico evaluate``, ``glico ablate``) compares: the batch policies
+    (:func:`glico.experiments.policies.policy_names`), then :data:`OTHER_METHODS`."""
+    from glico.experiments.policies import policy_names
+
+    return policy_names() + tuple(OTHER_METHODS)
+
+
+def _methods() -> dict[str, str]:
+    from glico.experiments.policies import policy_names
+
+    return {**{m: f"batch policy {m}" for m in policy_names()}, **OTHER_METHODS}
+
+
+def _data_schemes() -> dict[str, Callable]:
+    from glico.data.spec import DATA_SCHEMES
+
+    return {scheme: loader for scheme, (loader, _) in DATA_SCHEMES.items()}
+
+
+def data_help() -> str:
+    """What a data SPEC looks like, scheme by scheme (for --help)."""
+    from glico.data.spec import DATA_SCHEMES
+
+    return " | ".join(form.split(" (")[0] for _, form in DATA_SCHEMES.values())
+
+
 FAMILIES: dict[str, Callable[[], dict]] = {
     "generator": _generators,
     "loss": _losses,
@@ -196,6 +260,9 @@ FAMILIES: dict[str, Callable[[], dict]] = {
     "interpolator": _interpolators,
     "classifier": _classifiers,
     "class_loss": _class_losses,
+    "downstream": lambda: _downstream_classifiers(),
+    "method": _methods,
+    "data": _data_schemes,
 }
 
 
@@ -205,7 +272,11 @@ def choices(family: str) -> list[str]:
 
 
 def resolve(family: str, name: str) -> Callable:
-    """The factory registered under ``name`` in ``family``; unknown names raise with the valid list."""
+    """The factory registered under ``name`` in ``family`` (``downstream``: :func:`downstream_classifier`, which
+    also takes ``wrn-DEPTH-K``); unknown names raise with the valid list."""
+    if family == "downstream":
+        return downstream_classifier(name)
+    name = canonical(family, name)
     table = FAMILIES[family]()
     if name not in table:
         raise ValueError(f"unknown {family.replace('_', '-')} {name!r}; valid: {', '.join(sorted(table))}")

@@ -13,7 +13,7 @@ import torch
 from glico import __version__
 from glico._argtypes import (int_list, nonnegative_float, nonnegative_int, positive_float, positive_int, probability,
                              unit_float_list)
-from glico.names import ModelSpec, build_model, choices
+from glico.names import ModelSpec, build_model, canonical, choices, data_help
 
 log = logging.getLogger("glico")
 
@@ -76,6 +76,7 @@ def _family_args(p: argparse.ArgumentParser, classifier_flag: str = "--classifie
     g.add_argument("--noise", default="concat", choices=choices("noise"))
     g.add_argument("--interpolator", default="slerp", choices=choices("interpolator"))
     g.add_argument(classifier_flag, dest=classifier_dest, default="weak", choices=choices("classifier"),
+                   type=lambda name: canonical("classifier", name),
                    help="GLICO's conditional classifier f (default: weak)")
     g.add_argument("--class-loss", default="ce", choices=choices("class_loss"))
     g.add_argument("--code-dim", default=128, type=_positive_int)
@@ -669,7 +670,7 @@ def build_parser() -> argparse.ArgumentParser:
                     "finished fit with a larger --epochs).",
         epilog="example: glico fit --data folder:my_images/ --spc 10 --image-size 32 --loss laplacian+pixel "
                "--out runs/mine")
-    f.add_argument("--data", required=True, help="digits | cifar10:DIR | cifar100:DIR | cub:DIR | folder:PATH")
+    f.add_argument("--data", required=True, help=data_help())
     f.add_argument("--spc", required=True, type=_spc_or_all,
                    help="labelled images per class (a seeded split), or 'all' for every training image")
     f.add_argument("--seed", default=0, type=nonnegative_int)
@@ -741,7 +742,7 @@ def _add_model_parsers(sub) -> None:
                     "and write a model folder for 'glico predict' and 'glico export'.",
         epilog="example: glico train --data folder:my_images/ --out runs/final  then  glico predict --model "
                "runs/final new_images/")
-    t.add_argument("--data", default=None, help="digits | cifar10:DIR | cifar100:DIR | cub:DIR | folder:PATH "
+    t.add_argument("--data", default=None, help=data_help() + " "
                                                 "(not needed with --run)")
     t.add_argument("--out", required=True, help="model folder")
     t.add_argument("--method", default="glico", choices=policy_names(),

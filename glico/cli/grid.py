@@ -15,15 +15,13 @@ from glico.cli.options import (add_oversample_flags, add_precision_flag, add_res
                                add_test_fraction_flag, classifier_name, default_batch_size, default_lr,
                                erasing_scale_arg, model_fields_from_args)
 from glico.experiments.grid import ERASING_SCALE, UNLABELED_HELP, Variant, method_names
-from glico.names import downstream_choices
-
-DATA_HELP = "digits | cifar10:DIR | cifar100:DIR | cub:DIR | folder:PATH"
+from glico.names import data_help, downstream_choices
 
 
 def add_grid_flags(p: argparse.ArgumentParser, family_args: Callable[[argparse.ArgumentParser], None],
                    spc_help: str) -> None:
     """The flags of a grid's recipe (:class:`~glico.experiments.grid.GridConfig`), the same for evaluate and ablate."""
-    p.add_argument("--data", required=True, help=DATA_HELP)
+    p.add_argument("--data", required=True, help=data_help())
     p.add_argument("--spc", required=True, type=positive_int_list, help=spc_help)
     p.add_argument("--seeds", default=(0, 1, 2), type=int_list, help="comma-separated seeds (default 0,1,2)")
     p.add_argument("--out", required=True, help="folder for results.json, results.md, results.png")

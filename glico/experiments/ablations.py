@@ -79,7 +79,7 @@ TABLES: dict[str, tuple[Variant, ...]] = {
     ),
     "fig7": (
         Variant("f = weak CNN", model={"classifier": "weak"}),
-        Variant("f = WRN-28-2", model={"classifier": "wrn"}),
+        Variant("f = WRN-28-2", model={"classifier": "wrn-28-2"}),
         Variant("f = ResNet-50", model={"classifier": "resnet50"}),
         Variant("f = VGG-19", model={"classifier": "vgg19"}),
     ),

@@ -38,7 +38,7 @@ from glico.experiments.downstream import (
 from glico.experiments.policies import ERASING_SCALE, build_policy, cutout_size_for, policy_names
 from glico.experiments.runlog import RunLog
 from glico.interpolation import check_t_values
-from glico.names import PRETRAINABLE, check_pretrained, downstream_classifier
+from glico.names import OTHER_METHODS, PRETRAINABLE, check_pretrained, downstream_classifier, method_names
 
 log = logging.getLogger(__name__)
 
@@ -46,14 +46,6 @@ log = logging.getLogger(__name__)
 #: The methods that sample from a fitted GLICO model: ``glico`` and ``glico+POLICY``.
 GLICO_METHODS = tuple(m for m in policy_names() if "glico" in m.split("+"))
 
-
-#: The comparison systems that are not batch policies, and what each is.
-OTHER_METHODS: dict[str, str] = {
-    "mixmatch": "MixMatch (Berthelot et al.) on the split and unlabelled images (--unlabeled)",
-    "cosine-loss": "Barz & Denzler's cosine-loss classifier (+ 0.1 cross-entropy), the paper's [29]",
-    "cdcgan": "a conditional DCGAN fitted on the split (the fit's budget), its samples replacing examples with "
-              "the GLICO probability",
-}
 
 
 #: The methods whose images come from a generator fitted on the split: FID (``fid=``) is measured for these.
@@ -67,11 +59,6 @@ _TEST_IN_VALIDATION = ("unlabeled='test' uses the test images, and validation ru
 UNLABELED_HELP = ("split (the labelled split itself, labels unused: the paper's Table I 'labelled data only'), "
                   "rest (every other training image), rest:N (N more per class in the split's seeded order), "
                   "folder:PATH (image files under PATH), test (the test images: transductive, said so in the results)")
-
-
-def method_names() -> tuple[str, ...]:
-    """The methods ``glico evaluate`` compares: the batch policies, then :data:`OTHER_METHODS`."""
-    return policy_names() + tuple(OTHER_METHODS)
 
 
 def check_unlabeled(source: str | None) -> None:

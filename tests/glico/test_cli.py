@@ -29,7 +29,7 @@ FAMILY_CHOICES = [
     ("--interpolator", "slerp3"),
     ("--classifier", "weak"),
     ("--classifier", "latent"),
-    ("--classifier", "wrn"),
+    ("--classifier", "wrn-28-2"),
     ("--classifier", "resnet50"),
     ("--classifier", "vgg19"),
     ("--classifier", "none"),

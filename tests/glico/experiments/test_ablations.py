@@ -251,7 +251,7 @@ def test_fig7_plots_accuracy_against_spc_per_classifier(tmp_path):
     results = json.loads((out / "results.json").read_text())
     assert {(r["spc"], r["variant"]) for r in results["summary"]} == {
         (s, v) for s in (2, 3) for v in ("f = weak CNN", "f = WRN-28-2")}
-    assert [v["spec"]["classifier"] for v in results["variants"]] == ["weak", "wrn"]
+    assert [v["spec"]["classifier"] for v in results["variants"]] == ["weak", "wrn-28-2"]
     head = (out / "results.md").read_text()
     assert "top-1 @ 2 spc | top-5 @ 2 spc | top-1 @ 3 spc" in head and "paper top-1" not in head
     assert (out / "results.png").stat().st_size > 0

@@ -155,3 +155,19 @@ def test_validation_and_max_test_together_are_refused():
 def test_glico_refresh_must_be_a_positive_number_of_steps(bad):
     with pytest.raises(ValueError, match="glico_refresh must be None or a number of steps >= 1"):
         EvaluateConfig(data="digits", glico_refresh=bad)
+
+
+def test_a_cell_does_not_depend_on_the_cells_before_it_in_its_process(tmp_path):
+    # glico+autoaugment shares glico's fit; its GLICO draws must still be those it makes alone (as on resume,
+    # or on another rank): one augmenter per cell, not one per split.
+    from glico.experiments.evaluate import run_evaluation
+
+    common = dict(data="digits", spcs=(2,), seeds=(0,), classifier="weak", epochs=2, fit_epochs=2, max_test=60,
+                  model={"loss": "laplacian+pixel", "code_dim": 16})
+    both = run_evaluation(EvaluateConfig(**common, methods=("glico", "glico+autoaugment")), tmp_path / "both",
+                          progress=False, echo=lambda s: None)
+    alone = run_evaluation(EvaluateConfig(**common, methods=("glico+autoaugment",)), tmp_path / "alone",
+                           progress=False, echo=lambda s: None)
+    after, first = both["runs"][1], alone["runs"][0]
+    assert after["method"] == first["method"] == "glico+autoaugment"
+    assert (after["top1"], after["top5"]) == (first["top1"], first["top5"])
