@@ -15,8 +15,8 @@ from typing import Any
 
 import torch
 
-__all__ = ["Ranks", "current", "launched", "init_from_env", "barrier", "broadcast_object", "shutdown",
-           "GRID_TIMEOUT"]
+__all__ = ["Ranks", "current", "launched", "init_from_env", "barrier", "broadcast_object", "broadcast_module_",
+           "shutdown", "GRID_TIMEOUT"]
 
 #: How long a collective waits for the slowest rank. A grid's ranks meet only between phases (after the
 #: fits, at the end), and one rank's share can take hours more than another's, so the default is long.
@@ -107,6 +107,16 @@ def broadcast_object(obj: Any, src: int = 0) -> Any:
     box = [obj]
     dist.broadcast_object_list(box, src=src)
     return box[0]
+
+
+def broadcast_module_(module: "torch.nn.Module", src: int = 0) -> "torch.nn.Module":
+    """Give every rank rank ``src``'s parameters and buffers of ``module`` (in place; nothing in a world of one)."""
+    dist = _dist()
+    if dist is not None and dist.is_initialized() and dist.get_world_size() > 1:
+        with torch.no_grad():
+            for tensor in module.state_dict().values():
+                dist.broadcast(tensor, src=src)
+    return module
 
 
 def shutdown() -> None:

@@ -35,6 +35,17 @@ def canonical(family: str, name: str) -> str:
     return OLD_NAMES.get(family, {}).get(name, name)
 
 
+def canonical_names(obj: Any) -> Any:
+    """``obj`` (plain JSON data: a saved header, settings, a run.json) with every old name of :data:`OLD_NAMES`
+    replaced by today's, wherever it is the value of its family's key (``{"classifier": "wrn"}``), so that
+    what was saved compares equal to what is asked for now."""
+    if isinstance(obj, dict):
+        return {k: (canonical(k, v) if isinstance(v, str) else canonical_names(v)) for k, v in obj.items()}
+    if isinstance(obj, list):
+        return [canonical_names(v) for v in obj]
+    return obj
+
+
 @dataclass(frozen=True)
 class ModelSpec:
     """A GLICO composition by names, as given on the command line (and stored in run folders).

@@ -13,7 +13,7 @@ import torch
 from glico import __version__
 from glico._argtypes import (int_list, nonnegative_float, nonnegative_int, positive_float, positive_int, probability,
                              unit_float_list)
-from glico.names import ModelSpec, build_model, canonical, choices, data_help
+from glico.names import ModelSpec, build_model, canonical, canonical_names, choices, data_help
 
 log = logging.getLogger("glico")
 
@@ -193,7 +193,7 @@ def cmd_fit(args) -> int:
         run["fit"]["oversample_to"] = args.oversample_to
     run = json.loads(json.dumps(run))  # as it reads back from run.json
     if args.resume:
-        differ = _run_differences(json.loads((out / "run.json").read_text()), run)
+        differ = _run_differences(canonical_names(json.loads((out / "run.json").read_text())), run)
         if differ:
             raise ValueError(f"--resume: these settings differ from the fit in {out}: {'; '.join(differ)}. "
                              f"Rerun with the original settings, or start a new fit in another --out folder")

@@ -29,8 +29,8 @@ def add_grid_flags(p: argparse.ArgumentParser, family_args: Callable[[argparse.A
                    help=f"downstream classifier: {', '.join(downstream_choices())} or wrn-DEPTH-K for any "
                         f"WideResNet (wrn-16-1 and weak are the CPU-sized options)")
     p.add_argument("--epochs", default=200, type=positive_int,
-                   help="classifier budget: epochs over the split oversampled to --oversample-to images (paper: 200 "
-                        "-> 8000 steps at batch 128 with the default 5000)")
+                   help="classifier budget: epochs over the split oversampled to --oversample-to images (default "
+                        "200, the paper's: 8000 steps at batch 128 with the default 5000)")
     p.add_argument("--fit-epochs", default=200, type=positive_int, help="GLICO fit budget in epochs (default: 200, the paper's)")
     add_oversample_flags(p)
     p.add_argument("--baseline-p", default=None, type=probability, metavar="P",
@@ -69,7 +69,8 @@ def add_grid_flags(p: argparse.ArgumentParser, family_args: Callable[[argparse.A
                    help="images per FID set (default 1000; on a CPU about 0.2 s each)")
     p.add_argument("--image-size", default=None, type=positive_int, help="resize images to this side (default: as stored)")
     p.add_argument("--max-test", default=None, type=int,
-                   help="score on a fixed stratified subsample of the test set (a transductive fit then adds only these)")
+                   help="score on a fixed stratified subsample of the test set (ablate's Transductive row then adds only "
+                        "these)")
     add_test_fraction_flag(p)
     p.add_argument("--device", default="cpu",
                    help="cpu | cuda | cuda:N (default: cpu); under torchrun, cuda is each rank's own GPU (LOCAL_RANK)")
@@ -158,6 +159,7 @@ def cmd_evaluate(args) -> int:
     device = _joined(args)
     cfg = EvaluateConfig(**{**grid_fields(args, device), "unlabeled": unlabeled}, methods=methods)
     run_evaluation(cfg, Path(args.out), **_grid_run(args))
+    distributed.shutdown()
     return 0
 
 
@@ -222,6 +224,7 @@ def cmd_ablate(args) -> int:
                  echo=print, **_grid_run(args))
     if distributed.current().main:
         print((Path(args.out) / "results.md").read_text())
+    distributed.shutdown()
     return 0
 
 

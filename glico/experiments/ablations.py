@@ -26,11 +26,12 @@ from types import MappingProxyType
 from typing import Any, Callable, Mapping, Sequence
 
 from glico import __version__, distributed
-from glico.experiments.downstream import OVERSAMPLE_TO, resolve_precision
+from glico.experiments.downstream import OVERSAMPLE_TO
 from glico.experiments.evaluate import aggregate, plot_results
 # The rows and their fits, used and re-exported here (they lived in this module before the engine was shared).
 from glico.experiments.grid import (  # noqa: F401
-    SAMPLING_ONLY, GridConfig, Variant, _slug, build_variant, fit_variant, run_grid, variant_spec, variant_unlabeled,
+    SAMPLING_ONLY, GridConfig, Variant, _slug, build_variant, check_device, fit_variant, recorded, run_grid, variant_spec,
+    variant_unlabeled,
 )
 from glico.experiments.policies import ERASING_SCALE
 
@@ -214,10 +215,6 @@ def run_ablation(variants: Sequence[Variant], config: GridConfig | None = None, 
         ``variants``, ``settings``, ``data``, ``paper`` (when ``table`` has published numbers), and
         ``markdown``.
     """
-    from dataclasses import asdict
-
-    from glico.data import Dataset
-
     if config is not None and settings:
         raise ValueError(f"give config or keyword settings ({', '.join(settings)}), not both")
     cfg = config if config is not None else ablation_config(**settings)
@@ -225,10 +222,8 @@ def run_ablation(variants: Sequence[Variant], config: GridConfig | None = None, 
     say = echo or log.info
     out = Path(out) if out is not None else None
     names = [v.name for v in variants]
-    recorded = {**asdict(cfg), "data": cfg.data.name if isinstance(cfg.data, Dataset) else cfg.data}
-    recorded.update(spcs=list(cfg.spcs), seeds=list(cfg.seeds), erasing_scale=list(cfg.erasing_scale),
-                    glico_t=None if cfg.glico_t is None else list(cfg.glico_t))
-    settings_ = {"base_model": recorded.pop("model"), "table": table, **recorded}
+    plain = recorded(cfg)
+    settings_ = {"base_model": plain.pop("model"), "table": table, **plain}
 
     def heading(ds) -> str:
         k = len(ds.train.class_names)
@@ -243,7 +238,7 @@ def run_ablation(variants: Sequence[Variant], config: GridConfig | None = None, 
     grid = run_grid(variants, cfg, out, command="ablate", key="variant",
                     header={"command": "ablate", "glico_version": __version__, "settings": settings_,
                             "variants": [v.to_dict() for v in variants],
-                            "resolved_precision": resolve_precision(cfg.precision, cfg.device)},
+                            "resolved_precision": check_device(cfg)},
                     free={"settings.device", "glico_version"},
                     added_later={f"settings.{k}": v for k, v in SETTINGS_ADDED_LATER.items()},
                     samples_name=lambda v, spc, seed: f"samples-{_slug(v.name)}-spc{spc}-seed{seed}.png",
@@ -264,8 +259,10 @@ def run_ablation(variants: Sequence[Variant], config: GridConfig | None = None, 
         "variants": [{**v.to_dict(), "composition": v.describe(),
                       "spec": None if v.model is None else {**base, **v.model}} for v in variants],
         "recipe": grid.recipe,
+        "scored_on": "test" if cfg.validation is None else "validation",
         "data": {"name": ds.name, "classes": len(ds.train.class_names),
-                 "n_test": 0 if ds.test is None else int(ds.test.images.shape[0]), "image_shape": [c, h, w]},
+                 "n_test": 0 if ds.test is None else int(ds.test.images.shape[0]), "image_shape": [c, h, w],
+                 **({} if cfg.validation is None else {"n_validation": cfg.validation * len(ds.train.class_names)})},
         "runs": grid.runs,
         "summary": summary,
         "paper": _paper_dict(table),
@@ -312,7 +309,10 @@ def ablation_markdown(results: Mapping[str, Any]) -> str:
     one_seed = len(s["seeds"]) == 1
     spread = f"one seed ({s['seeds'][0]}), so no standard error" if one_seed else f"mean ± STE over seeds {s['seeds']}"
     lines = [f"## {results['title']}", "",
-             f"Accuracy (%) on {s['data']} ({results['data']['n_test']} test images), downstream {s['classifier']} "
+             f"Accuracy (%) on {s['data']} ("
+             + (f"{results['data']['n_test']} test images" if not s.get("validation") else
+                f"validation: {s['validation']} held-out training images per class, not the test set")
+             + f"), downstream {s['classifier']} "
              f"({s['epochs']} epochs), GLICO fit {s['fit_epochs']} epochs; {spread}.",
              "Base composition: the paper's defaults" + (f" except {', '.join(changed)}." if changed else ".")]
     if paper:

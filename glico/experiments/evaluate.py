@@ -12,17 +12,17 @@ import json
 import logging
 import math
 import statistics
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable
 
 from glico import __version__, distributed
-from glico.experiments.downstream import OVERSAMPLE_TO, resolve_precision
+from glico.experiments.downstream import OVERSAMPLE_TO
 # The grid's parts, used and re-exported here (they lived in this module before the engine was shared).
 from glico.experiments.grid import (  # noqa: F401
     CPU_RECIPE_FLAGS, CPU_SMALL_PARAMETERS, CPU_WARN_SECONDS, FID_EXTRACTORS, GENERATIVE_METHODS, GLICO_METHODS,
     OTHER_METHODS, PRETRAINABLE, SCHEDULES, UNLABELED_HELP, GridConfig, GridInterrupted, Variant, check_pretrained,
-    check_rows, check_unlabeled, cpu_time_warning, downstream_classifier, downstream_config, estimate_step_seconds,
+    check_device, check_rows, check_unlabeled, recorded, cpu_time_warning, downstream_classifier, downstream_config, estimate_step_seconds,
     fid_extractor, fid_reference, fid_samples, fit_cdcgan_for, fit_glico, generated_fid, grid_rows, method_names,
     optimizer_text, run_grid, train_and_score, unlabeled_images,
 )
@@ -103,10 +103,7 @@ def run_evaluation(cfg: EvaluateConfig, out: Path, progress: bool = True, echo: 
         The results dictionary written to results.json.
     """
     out = Path(out)
-    config = {**asdict(cfg), "spcs": list(cfg.spcs), "seeds": list(cfg.seeds), "methods": list(cfg.methods),
-              "glico_t": None if cfg.glico_t is None else list(cfg.glico_t), "erasing_scale": list(cfg.erasing_scale)}
-    if not isinstance(cfg.data, str):
-        config["data"] = cfg.data.name
+    config = recorded(cfg)
 
     def heading(data) -> str:
         k = len(data.train.class_names)
@@ -120,7 +117,7 @@ def run_evaluation(cfg: EvaluateConfig, out: Path, progress: bool = True, echo: 
     # The device may change on resume, the arithmetic it resolves to may not; nor may anything but the version.
     grid = run_grid(method_variants(cfg.methods), cfg, out, command="evaluate", key="method",
                     header={"command": "evaluate", "glico_version": __version__, "config": config,
-                            "resolved_precision": resolve_precision(cfg.precision, cfg.device)},
+                            "resolved_precision": check_device(cfg)},
                     free={"config.device", "glico_version"},
                     added_later={f"config.{k}": v for k, v in CONFIG_ADDED_LATER.items()},
                     samples_name=lambda v, spc, seed: f"samples-spc{spc}-seed{seed}.png", heading=heading,

@@ -38,7 +38,7 @@ from glico.experiments.downstream import (
 from glico.experiments.policies import ERASING_SCALE, build_policy, cutout_size_for, policy_names
 from glico.experiments.runlog import RunLog
 from glico.interpolation import check_t_values
-from glico.names import OTHER_METHODS, PRETRAINABLE, check_pretrained, downstream_classifier, method_names
+from glico.names import OTHER_METHODS, PRETRAINABLE, check_pretrained, downstream_classifier, method_names, resolve
 
 log = logging.getLogger(__name__)
 
@@ -285,7 +285,10 @@ def fit_glico(model: Mapping[str, Any], train, *, seed: int, epochs: int, batch_
     budget = {"seed": seed, "epochs": epochs, "batch_size": batch_size, "device": torch.device(device).type,
               **({"oversample_to": oversample_to} if oversample_to else {})}
     cached = None if cache_dir is None else Path(cache_dir) / f"fit-{_fit_key(spec, train, unlabeled, **budget)}.pt"
-    if cached is not None and cached.is_file():
+    hit = cached is not None and cached.is_file()
+    if data_parallel:  # all ranks load, or all fit together: rank 0 decides (a shared file system may lag)
+        hit = distributed.broadcast_object(hit)
+    if hit:
         from glico.checkpoint import check_composition, load_model_state, read_checkpoint
 
         payload = read_checkpoint(cached)
@@ -502,8 +505,9 @@ class Variant:
         model: overrides of :class:`glico.names.ModelSpec` fields (``{"noise": "none"}``) applied on top
             of the ablation's shared base composition; ``{}`` is the base itself. ``None``: no GLICO
             model at all (the paper's Baseline, AutoAugment alone); then ``policy`` must not use GLICO.
-        policy: the downstream batch policy (:func:`glico.experiments.policies.policy_names`):
-            ``glico``, ``glico+autoaugment``, ``baseline``, ``autoaugment``, ...
+        policy: the downstream method (:func:`glico.names.method_names`): a batch policy (``glico``,
+            ``glico+autoaugment``, ``baseline``, ``autoaugment``, ...) or a comparison system
+            (``mixmatch``, ``cosine-loss``, ``cdcgan``; with ``model=None``).
         transductive: also reconstruct the (unlabelled) test images while fitting GLICO (Table II's
             "Transductive"; the test labels are never used).
         extra_unlabeled_per_class: also reconstruct this many unlabelled training images per class that
@@ -697,7 +701,7 @@ class GridConfig:
             (default) scores on the test set.
     """
 
-    data: str
+    data: Any  # a SPEC string or a loaded glico.data.Dataset
     spcs: tuple[int, ...] = (10,)
     seeds: tuple[int, ...] = (0, 1, 2)
     classifier: str = "wrn-28-10"
@@ -772,6 +776,25 @@ class GridConfig:
             raise ValueError("give at least one seed")
 
 
+def recorded(cfg: GridConfig) -> dict[str, Any]:
+    """``cfg``'s fields as plain JSON data, as results.json and runs.jsonl record them: lists for tuples, a
+    loaded data set by its name (not copied)."""
+    from glico.data import Dataset
+
+    out = {f.name: getattr(cfg, f.name) for f in fields(cfg)}
+    out["data"] = cfg.data.name if isinstance(cfg.data, Dataset) else cfg.data
+    return json.loads(json.dumps(out))
+
+
+def check_device(cfg: GridConfig) -> str:
+    """Refuse a device that is not there (the message says what is), then the arithmetic ``cfg.precision``
+    resolves to on it (bf16 off CUDA refused): what a grid's header records."""
+    from glico.training import resolve_device
+
+    resolve_device(cfg.device)
+    return resolve_precision(cfg.precision, cfg.device)
+
+
 def variant_spec(variant: Variant, image_shape: Sequence[int], num_classes: int,
                  base_model: Mapping[str, Any] | None = None):
     """The :class:`glico.names.ModelSpec` of ``variant``: ``base_model`` with the variant's overrides."""
@@ -806,10 +829,18 @@ def fit_variant(variant: Variant, data, train, *, spc: int, seed: int, base_mode
     if not variant.uses_glico:
         raise ValueError(f"variant {variant.name!r} fits no GLICO model")
     unlabeled, uinfo = variant_unlabeled(variant, data, spc, seed)
-    fields_ = {**(base_model or {}), **variant.model}
+    # Fitted with the base's sampling-only fields (they never act in a fit), so that rows differing only in
+    # them share one fit, also through the fit cache; the model then samples with the variant's own.
+    fields_ = {**(base_model or {}), **{k: v for k, v in variant.model.items() if k not in SAMPLING_ONLY}}
     model, info = fit_glico(fields_, train, seed=seed, epochs=fit_epochs, batch_size=fit_batch_size, device=device,
-                            unlabeled=unlabeled, progress=progress, samples_png=samples_png,
-                            oversample_to=fit_oversample_to, cache_dir=cache_dir, data_parallel=data_parallel)
+                            unlabeled=unlabeled, progress=progress, oversample_to=fit_oversample_to,
+                            cache_dir=cache_dir, data_parallel=data_parallel)
+    spec = variant_spec(variant, train.images.shape[1:], len(train.class_names), base_model)
+    model.interpolator = resolve("interpolator", spec.interpolator)(spec)
+    if samples_png is not None:
+        from glico.viz import class_grid, save_grid
+
+        save_grid(class_grid(model, 8, seed), samples_png, nrow=8)
     return model, {**info, **uinfo}
 
 
@@ -833,7 +864,7 @@ def check_rows(variants: Sequence[Variant], cfg: GridConfig) -> None:
                          f"(--unlabeled): {UNLABELED_HELP}")
     if cfg.unlabeled is not None and "mixmatch" not in policies:
         raise ValueError(f"unlabeled={cfg.unlabeled!r} is used by mixmatch only, which is not among the methods "
-                         f"({', '.join(names)}); drop it or add mixmatch")
+                         f"({', '.join(names)}); drop it or add mixmatch (evaluate --methods, ablate --add-methods)")
     if cfg.fid is not None and not policies & set(GENERATIVE_METHODS):
         raise ValueError(f"fid is measured for the generative methods ({', '.join(GENERATIVE_METHODS)}), and "
                          f"none is among the methods ({', '.join(names)}); add one or drop fid")
@@ -927,12 +958,14 @@ def run_grid(variants: Sequence[Variant], cfg: GridConfig, out: Path | None, *, 
     ends (:class:`glico.experiments.runlog.RunLog` with ``header``, ``free``, ``added_later``; ``key`` names a
     run's row: ``method`` or ``variant``).
 
-    Everything that can be refused is refused before the data are loaded or anything is trained: the device
-    and precision, pretrained and FID weights, the unlabelled-image source, the rows (:func:`check_rows`).
+    What can be refused is refused before anything is trained: the rows (:func:`check_rows`), the device and
+    precision, pretrained and FID weights and the results folder before the data are loaded; the
+    unlabelled-image source, the validation split and the files a composition needs right after.
 
     Under ``torchrun`` (:func:`glico.distributed.init_from_env` joined by the caller) the ranks share the
-    work. With ``data_parallel=False`` (default) every rank takes every ``world``-th cell still to run and
-    appends its runs to its own runs file; the GLICO fits the cells need are made first, every
+    work. With ``data_parallel=False`` (default) every rank takes its share of the cells still to run
+    (:func:`share_cells`: the longest first, each to the least loaded rank) and appends its runs to its
+    own runs file; the GLICO fits the cells need are made first, every
     ``world``-th by each rank, into a fit cache (``fit_cache``, else ``out/fits``) that the others load,
     so each is made once; rank 0 then joins the runs files. With ``data_parallel=True`` every rank runs
     every cell together: each classifier and fit is trained data-parallel
@@ -951,7 +984,6 @@ def run_grid(variants: Sequence[Variant], cfg: GridConfig, out: Path | None, *, 
     from glico.data import Dataset, load_data, small_sample_split, validation_split
     from glico.experiments.cdcgan import CDCGANConfig
     from glico.experiments.mixmatch import MixMatchConfig
-    from glico.names import resolve
     from glico.training import FitConfig, resolve_device
     from glico.viz import class_grid, save_grid
 
@@ -1019,7 +1051,7 @@ def run_grid(variants: Sequence[Variant], cfg: GridConfig, out: Path | None, *, 
     todo = [cell for cell in cells if kept.done(spc=cell.spc, seed=cell.seed, **{key: cell.variant.name}) is None]
     mine = (share_cells(todo, ranks, lambda cell: steps_for(cell.spc * k, cfg.batch_size, cfg.epochs, oversample))
             if split_cells else todo)
-    if torch.device(cfg.device).type == "cpu":
+    if torch.device(cfg.device).type == "cpu" and ranks.main:
         steps_total = sum(steps_for(cell.spc * k, cfg.batch_size, cfg.epochs, oversample) for cell in mine)
         warning = cpu_time_warning(cfg.classifier, (c, h, w), k, min(cfg.batch_size, min(cfg.spcs) * k), steps_total,
                                    f"glico {command}")
@@ -1035,7 +1067,9 @@ def run_grid(variants: Sequence[Variant], cfg: GridConfig, out: Path | None, *, 
     if split_cells:
         say(f"glico {command}: {ranks.world} ranks share the {len(todo)} runs to do; each keeps its own runs file "
             f"in {out}, rank 0 joins them at the end")
-    cache = fit_cache if fit_cache is not None or not split_cells else Path(out) / "fits"
+    # Under torchrun the ranks share fits through OUT/fits; a later resume (any world size) reuses what is there.
+    shared = None if out is None else Path(out) / "fits"
+    cache = fit_cache if fit_cache is not None else shared if split_cells or (shared and shared.is_dir()) else None
     writes = split_cells or ranks.main  # who writes a cell's pictures: its rank, or rank 0 when all run every cell
     pictures: dict[tuple, int] = {}  # (split, fit, interpolator) -> the first cell to run that samples from it
     for cell in todo:
@@ -1056,9 +1090,10 @@ def run_grid(variants: Sequence[Variant], cfg: GridConfig, out: Path | None, *, 
                               (cell.spc, cell.seed, _shared_fit_key(cell.variant, cfg.model)) == f) for f in fits}
             for spc, seed, fkey in share(fits, ranks):
                 cell = firsts[(spc, seed, fkey)]
-                _fit_for(cell.variant, data, small_sample_split(data.train, spc, seed)[0], spc, seed, cfg,
-                         fit_oversample, cache=cache, progress=progress)
-                echo(f"  {tag}fitted GLICO for spc {spc} seed {seed} ({cell.variant.describe()})")
+                _, info = _fit_for(cell.variant, data, small_sample_split(data.train, spc, seed)[0], spc, seed, cfg,
+                                   fit_oversample, cache=cache, progress=progress)
+                echo(f"  {tag}{'loaded' if info.get('cached') else 'fitted'} GLICO for spc {spc} seed {seed} "
+                     f"({cell.variant.describe()}) {'from' if info.get('cached') else 'into'} {cache}")
             distributed.barrier()
         for (spc, seed), group in _groups(mine):
             train, _ = small_sample_split(data.train, spc, seed)
@@ -1099,6 +1134,8 @@ def run_grid(variants: Sequence[Variant], cfg: GridConfig, out: Path | None, *, 
                                                   samples_png=None if out is None or not writes else
                                                   Path(out) / f"cdcgan-samples-spc{spc}-seed{seed}.png")
                     fit_s = f"fit {info['seconds']:.0f} s + "
+                    if data_parallel:  # one generator for the batches every rank builds (GPU fits may differ)
+                        distributed.broadcast_module_(cdcgan)
                 elif v.policy == "mixmatch":
                     unlabeled, info = shared_unlabeled or unlabeled_images(cfg.unlabeled, data, spc, seed,
                                                                            cfg.validation, cfg.image_size)

@@ -43,17 +43,26 @@ def _method_settings() -> dict[str, set[str]]:
     return {"unlabeled": {"mixmatch"}, "fid": set(GENERATIVE_METHODS), "fid_images": set(GENERATIVE_METHODS)}
 
 
+def _methods_of(results: dict) -> set[str]:
+    """The methods a piece runs: evaluate's methods, or the policies of ablate's rows."""
+    if "variants" in results and "settings" in results:
+        return {v["policy"] for v in results["variants"]}
+    return set(results["config"]["methods"])
+
+
+def _settings_of(results: dict) -> dict:
+    return results["settings"] if "variants" in results and "settings" in results else results["config"]
+
+
 def _reader_differences(loaded: list[tuple[Path, dict]], p: Path, r: dict, kind: str) -> list[str]:
     """What ``r`` differs in from the first piece that shares a method-specific setting or a recipe entry with
     it (the comparison with the reference piece waives those when the reference lacks them)."""
-    if kind != "evaluate":
-        return []
     problems = []
     for k, readers in _method_settings().items():
-        if readers & set(r["config"]["methods"]):
-            first = next(x for _, x in loaded if readers & set(x["config"]["methods"]))
-            if first["config"].get(k) != r["config"].get(k):
-                problems.append(f"{k}: {first['config'].get(k)!r} vs {r['config'].get(k)!r}")
+        if readers & _methods_of(r):
+            first = next(_settings_of(x) for _, x in loaded if readers & _methods_of(x))
+            if first.get(k) != _settings_of(r).get(k):
+                problems.append(f"{k}: {first.get(k)!r} vs {_settings_of(r).get(k)!r}")
     for k, v in r.get("recipe", {}).items():
         if k in ("steps_per_run", "fit_steps"):
             continue
@@ -64,9 +73,9 @@ def _reader_differences(loaded: list[tuple[Path, dict]], p: Path, r: dict, kind:
 
 
 def _unread(a: dict, b: dict) -> set[str]:
-    """The method-specific settings (:func:`_method_settings`) that one of the configs ``a``, ``b`` never reads."""
+    """The method-specific settings (:func:`_method_settings`) that one of the pieces ``a``, ``b`` never reads."""
     return {k for k, readers in _method_settings().items()
-            if not (readers & set(a["methods"])) or not (readers & set(b["methods"]))}
+            if not (readers & _methods_of(a)) or not (readers & _methods_of(b))}
 
 
 def _with_defaults(settings: dict, added_later: dict) -> dict:
@@ -95,7 +104,9 @@ def _load(path: str | Path) -> tuple[Path, dict]:
         raise ValueError(f"{p}: not a readable results.json ({e})") from None
     if not isinstance(results, dict) or not isinstance(results.get("runs"), list):
         raise ValueError(f"{p}: not a results.json of 'glico evaluate' or 'glico ablate' (it has no list of runs)")
-    return p, results
+    from glico.names import canonical_names
+
+    return p, canonical_names(results)  # parts named as today (f's 'wrn' is 'wrn-28-2')
 
 
 def _kind(p: Path, results: dict) -> str:
@@ -154,9 +165,10 @@ def merge_results(inputs: Sequence[str | Path], out: str | Path | None = None) -
             problems.append(f"glico_version: {first.get('glico_version')!r} vs {r.get('glico_version')!r}")
         if kind == "ablate":
             problems += _differences(_with_defaults(first["settings"], SETTINGS_ADDED_LATER),
-                                     _with_defaults(r["settings"], SETTINGS_ADDED_LATER), _FREE_ABLATE)
+                                     _with_defaults(r["settings"], SETTINGS_ADDED_LATER),
+                                     _FREE_ABLATE | _unread(first, r))
         else:
-            free = (_FREE_EVALUATE if _runs_glico(r) else _FREE_EVALUATE | _GLICO_ONLY) | _unread(first["config"], r["config"])
+            free = (_FREE_EVALUATE if _runs_glico(r) else _FREE_EVALUATE | _GLICO_ONLY) | _unread(first, r)
             problems += _differences(_with_defaults(first["config"], CONFIG_ADDED_LATER),
                                      _with_defaults(r["config"], CONFIG_ADDED_LATER), free)
         problems += [f"data.{d}" for d in _differences(first["data"], r["data"], set())]
@@ -233,11 +245,10 @@ def _assemble(loaded, kind: str, key: str, runs, order, spcs, seeds, ref: int = 
     recipe: dict[str, Any] = {}
     for _, r in loaded:  # recipe entries only some pieces have (e.g. MixMatch's settings) come from those pieces
         recipe.update({k: v for k, v in r["recipe"].items() if k not in first["recipe"]})
-    if kind == "evaluate":
-        for k, readers in _method_settings().items():  # from a piece whose methods read it
-            reader = next((r[where] for _, r in loaded if readers & set(r[where]["methods"])), None)
-            if reader is not None:
-                settings[k] = reader.get(k)
+    for k, readers in _method_settings().items():  # from a piece whose methods read it
+        reader = next((r[where] for _, r in loaded if readers & _methods_of(r)), None)
+        if reader is not None:
+            settings[k] = reader.get(k)
     merged = {
         **first,
         where: {**settings, "spcs": spcs, "seeds": seeds,

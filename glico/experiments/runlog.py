@@ -2,7 +2,9 @@
 
 A grid can take hours; an interruption (Ctrl-C, a killed job, a full disk later on) must lose at most
 the run in progress. Every finished (spc, seed, method/variant) run is appended to ``OUT/runs.jsonl``
-(one JSON object per line, after a header line that records the grid's settings) and flushed to disk.
+(one JSON object per line, after a header line that records the grid's settings) and flushed to disk;
+under torchrun each rank appends to its own ``OUT/runs.rank<R>.jsonl``, joined into ``runs.jsonl`` by
+rank 0 at the end (and by any later resume, with any number of ranks).
 ``resume=True`` (``--resume``) reads that file back, checks that the settings are the same, and runs
 only what is missing: every run seeds itself, so the final table equals the one an uninterrupted
 command writes. Without ``resume``, a folder that already holds finished runs is refused rather than
@@ -16,6 +18,7 @@ from pathlib import Path
 from typing import Any, Iterable, Mapping
 
 from glico import distributed
+from glico.names import canonical_names
 
 RUNS_FILE = "runs.jsonl"
 
@@ -38,6 +41,12 @@ class RunLog:
         added_later: header keys (``section.key``) that a later glico version added, each with the value a
             grid written before it implicitly had (e.g. ``{"config.schedule": "step"}``): a saved header
             without the key reads as having that value, so such a grid can still be resumed.
+        overwrite: start afresh: the runs files and results.json already there are kept as ``*.replaced``.
+        ranks: this process's place under torchrun (:func:`glico.distributed.current`; default a world of
+            one). Every rank reads and checks the same files; rank 0 rewrites them; with several ranks each
+            appends to its own ``runs.rank<R>.jsonl``, and :meth:`finish` joins them into ``runs.jsonl``.
+        writer: whether this process keeps runs at all (False: a rank whose runs rank 0 keeps, as in a
+            data-parallel grid where every rank runs every cell).
     """
 
     def __init__(self, out: Path | None, header: dict[str, Any], key: tuple[str, ...], *, resume: bool = False,
@@ -69,7 +78,8 @@ class RunLog:
                                  f"({RUNS_FILE}); pass --resume to keep them and run only the missing ones, "
                                  f"--overwrite to replace them, or give another --out")
             for f, saved, _ in read:
-                problems = _differences(_with_implicit(saved, added_later or {}), self.header, set(free))
+                problems = _differences(canonical_names(_with_implicit(saved, added_later or {})), self.header,
+                                        set(free))
                 if problems:
                     raise ValueError(f"cannot resume in {folder}: its runs were made with other settings "
                                      f"({'; '.join(problems)}). Resume with the original command, or give another --out")
@@ -147,8 +157,9 @@ class RunLog:
     def interrupted_message(self) -> str:
         if self.path is None:
             return "nothing was kept (no results folder)"
-        return (f"{len(self)} finished run(s) kept in {self.own or self.path}; the same command with --resume runs "
-                f"only the missing ones")
+        where = self.own or f"{self.path} (by rank 0)"
+        return (f"{len(self)} finished run(s) kept in {where}; the same command with --resume runs only the "
+                f"missing ones")
 
 
 def _rank_files(folder: Path) -> list[Path]:

@@ -80,7 +80,10 @@ def test_two_ranks_give_the_single_process_grid_cell_by_cell(reference, tmp_path
 
 def test_ablate_under_torchrun_matches_one_process(tmp_path):
     glico(ABLATE + ["--out", str(tmp_path / "one")])
-    glico(ABLATE + ["--out", str(tmp_path / "two")], nproc=2)
+    said = glico(ABLATE + ["--out", str(tmp_path / "two")], nproc=2).stdout
+    # GLICO and Lerp differ only in the sampling-only interpolator: one fit, shared across the ranks.
+    assert said.count("fitted GLICO") == 1 and len(list((tmp_path / "two" / "fits").glob("fit-*.pt"))) == 1
+    assert "(fit " not in said
     one, two = cells(tmp_path / "one", "variant"), cells(tmp_path / "two", "variant")
     assert one == two and [name for _, _, name in one] == ["GLICO", "Baseline", "Lerp", "cutout"]
     assert (tmp_path / "two" / "samples-lerp-spc2-seed0.png").is_file()
@@ -119,6 +122,7 @@ def test_a_killed_rank_loses_only_its_running_cell_and_the_grid_resumes_with_ano
     said = glico(EVAL + ["--out", str(out), "--resume"]).stdout
     assert f"resuming: {kept} of 8 runs already finished" in said, said
     assert said.count(" spc   2 seed ") == 8 - kept
+    assert "(fit " not in said  # every GLICO fit was made before the kill and is loaded from OUT/fits
     assert cells(out) == cells(reference)
     assert len((out / RUNS_FILE).read_text().splitlines()) == 1 + 8 and not list(out.glob("runs.rank*.jsonl"))
 

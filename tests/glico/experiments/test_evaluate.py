@@ -171,3 +171,23 @@ def test_a_cell_does_not_depend_on_the_cells_before_it_in_its_process(tmp_path):
     after, first = both["runs"][1], alone["runs"][0]
     assert after["method"] == first["method"] == "glico+autoaugment"
     assert (after["top1"], after["top5"]) == (first["top1"], first["top5"])
+
+
+def test_a_device_that_is_not_there_is_refused_with_what_is(tmp_path, capsys):
+    from glico.cli import main
+
+    for command in (["evaluate", "--methods", "baseline"], ["ablate", "--table", "2", "--only", "Baseline"]):
+        assert main(command + ["--data", "digits", "--spc", "2", "--device", "bogus", "--out", str(tmp_path / "x")]) == 2
+        err = capsys.readouterr().err
+        assert "unknown device 'bogus'" in err and "'cuda:N'" in err
+
+
+def test_ablate_on_validation_images_says_so(tmp_path):
+    from glico.experiments.ablations import TABLES, run_ablation
+
+    rows = [v for v in TABLES["2"] if v.name == "Baseline"]
+    results = run_ablation(rows, data="digits", spcs=(2,), seeds=(0,), classifier="weak", epochs=1, validation=3,
+                           progress=False, echo=lambda s: None)
+    assert results["scored_on"] == "validation" and results["data"]["n_validation"] == 30
+    assert "validation: 3 held-out training images per class, not the test set" in results["markdown"]
+    assert "test images" not in results["markdown"]

@@ -192,3 +192,34 @@ def test_method_specific_settings_merge_from_the_pieces_that_read_them(tmp_path)
     other = _edited_copy(tmp_path / "m", tmp_path / "c2", as_cdcgan(0.9))
     with pytest.raises(ValueError, match=r"glico_p: 0.5 vs 0.9"):
         merge_results([glico, other])
+
+
+def test_ablate_pieces_may_differ_in_settings_only_some_rows_read(tmp_path):
+    # ablate has MixMatch rows too (--add-methods): a piece without one never reads --unlabeled.
+    base = _ablate(tmp_path / "a", "--seeds", "0", "--only", "Baseline")
+    mm = _ablate(tmp_path / "b", "--seeds", "0", "--only", "GLICO", "--add-methods", "mixmatch", "--unlabeled", "split")
+    assert base["settings"]["unlabeled"] is None and mm["settings"]["unlabeled"] == "split"
+    merged = merge_results([tmp_path / "a", tmp_path / "b"])
+    assert merged["settings"]["unlabeled"] == "split" and {r["variant"] for r in merged["runs"]} == {
+        "Baseline", "GLICO", "mixmatch"}
+    assert merged["recipe"]["mixmatch"] == mm["recipe"]["mixmatch"]
+    other = _edited_copy(tmp_path / "b", tmp_path / "c", lambda r: r["settings"].update(unlabeled="rest"))
+    with pytest.raises(ValueError, match="unlabeled"):  # two readers must agree
+        merge_results([tmp_path / "b", other])
+
+
+def test_results_that_name_a_part_by_its_old_name_merge_with_todays(pieces, tmp_path):
+    # f's 'wrn' is 'wrn-28-2' now; a piece written with the old name is read with the new one.
+    def rename(name):
+        def edit(r):
+            for v in r["variants"]:
+                if v["model"] is not None:
+                    v["model"] = {**v["model"], "classifier": name}
+            r["settings"]["base_model"] = {**r["settings"]["base_model"], "classifier": name}
+        return edit
+
+    d, _ = pieces
+    old = _edited_copy(d / "a", tmp_path / "old", rename("wrn"))
+    new = [_edited_copy(d / x, tmp_path / f"new-{x}", rename("wrn-28-2")) for x in ("b", "c")]
+    merged = merge_results([old, *new])
+    assert {v["model"]["classifier"] for v in merged["variants"] if v["model"] is not None} == {"wrn-28-2"}

@@ -178,3 +178,18 @@ def test_a_grid_that_failed_before_any_run_can_start_again(tmp_path, capsys):
     capsys.readouterr()
     assert (out / RUNS_FILE).is_file()  # the header, written before the data were read
     assert main(EVAL + ["--out", str(out), "--seeds", "0", "--methods", "baseline"]) == 0
+
+
+def test_a_grid_saved_with_an_old_part_name_resumes(tmp_path):
+    # f's 'wrn' is 'wrn-28-2' now: a runs file written with the old name is the same grid.
+    from glico.experiments.runlog import RunLog
+
+    def header(name):
+        return {"command": "evaluate", "config": {"model": {"classifier": name}, "classifier": "weak"}}
+
+    first = RunLog(tmp_path, header("wrn"), ("spc", "seed", "method"))
+    first.add({"spc": 2, "seed": 0, "method": "glico", "top1": 50.0})
+    again = RunLog(tmp_path, header("wrn-28-2"), ("spc", "seed", "method"), resume=True)
+    assert again.done(spc=2, seed=0, method="glico")["top1"] == 50.0
+    with pytest.raises(ValueError, match="config.model.classifier"):  # a different part is still refused
+        RunLog(tmp_path, header("latent"), ("spc", "seed", "method"), resume=True)
