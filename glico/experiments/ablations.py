@@ -299,8 +299,10 @@ def ablation_markdown(results: Mapping[str, Any]) -> str:
     summary, s = results["summary"], results["settings"]
     spcs = sorted({r["spc"] for r in summary})
     paper = results.get("paper")
-    head = "| variant | composition | " + " | ".join(f"top-1 @ {n} spc | top-5 @ {n} spc" for n in spcs)
-    sep = "|---|---|" + "---|---|" * len(spcs)
+    fid = any("fid" in r for r in summary)  # measured for the generative rows only
+    head = "| variant | composition | " + " | ".join(f"top-1 @ {n} spc | top-5 @ {n} spc"
+                                                    + (f" | FID @ {n} spc" if fid else "") for n in spcs)
+    sep = "|---|---|" + ("---|---|" + "---|" * fid) * len(spcs)
     if paper:
         head += " | paper top-1 | paper top-5"
         sep += "---|---|"
@@ -325,10 +327,13 @@ def ablation_markdown(results: Mapping[str, Any]) -> str:
         for n in spcs:
             r = next((x for x in summary if x["spc"] == n and x["variant"] == name), None)
             if r is None:
-                cells += ["–", "–"]
+                cells += ["–", "–"] + ["–"] * fid
             else:
                 cells += [_pm(r["top1"], None if one_seed else r["top1_ste"]),
                           _pm(r["top5"], None if one_seed else r["top5_ste"])]
+                if fid:
+                    cells.append(f"{r['fid']:.1f}" + ("" if one_seed else f" ± {r['fid_ste']:.1f}") if "fid" in r
+                                 else "–")
         if paper:
             pr = paper["rows"].get(name)
             cells += [_pm(pr["top1"], pr["top1_ste"]), _pm(pr["top5"], pr["top5_ste"])] if pr else ["–", "–"]
@@ -340,6 +345,13 @@ def ablation_markdown(results: Mapping[str, Any]) -> str:
         if v["extra_unlabeled_per_class"] and fit.get("extra_per_class") != v["extra_unlabeled_per_class"]:
             notes.append(f"- {r['variant']}: the training set had only {fit.get('extra_per_class')} unlabelled images per "
                          f"class left at {r['spc']} spc (asked for {v['extra_unlabeled_per_class']}).")
+    if fid:
+        notes.append(f"- FID: {s['fid_images']} samples of each generative row against {s['fid_images']} training "
+                     f"images, features of {s['fid']}" + (" (random weights: comparable within this table only)"
+                                                          if s["fid"] == "random-inception" else "") + ".")
+    if s.get("unlabeled") is not None:
+        notes.append(f"- MixMatch's unlabelled images: {s['unlabeled']}"
+                     + (" (the test images: transductive)." if s["unlabeled"] == "test" else "."))
     if notes:
         lines += [""] + list(dict.fromkeys(notes))
     return "\n".join(lines) + "\n"

@@ -314,3 +314,17 @@ def test_the_docs_example_runs(tmp_path, monkeypatch):
     results = namespace["results"]
     assert [r["variant"] for r in results["summary"]] == [v.name for v in namespace["mine"]]
     assert (tmp_path / "my-ablation" / "results.md").is_file()
+
+
+def test_ablate_runs_the_comparison_systems_as_rows_with_their_fid(tmp_path):
+    out = tmp_path / "systems"
+    assert main(["ablate", "--table", "2", "--only", "GLICO", "--add-methods", "cdcgan,mixmatch", "--unlabeled",
+                 "split", "--fid", "random-inception", "--fid-images", "10", "--data", "digits", "--spc", "2",
+                 "--seeds", "0", "--out", str(out)] + TINY) == 0
+    results = json.loads((out / "results.json").read_text())
+    rows = {r["variant"]: r for r in results["runs"]}
+    assert list(rows) == ["GLICO", "cdcgan", "mixmatch"] and rows["mixmatch"]["policy"] == "mixmatch"
+    assert "fid" in rows["GLICO"] and "fid" in rows["cdcgan"] and "fid" not in rows["mixmatch"]
+    md = (out / "results.md").read_text()
+    assert "FID @ 2 spc" in md and "MixMatch's unlabelled images: split." in md and "random weights" in md
+    assert results["recipe"]["mixmatch"]["augmentations"] == 2 and (out / "cdcgan-samples-spc2-seed0.png").is_file()
