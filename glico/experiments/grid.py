@@ -1070,6 +1070,8 @@ def run_grid(variants: Sequence[Variant], cfg: GridConfig, out: Path | None, *, 
     # Under torchrun the ranks share fits through OUT/fits; a later resume (any world size) reuses what is there.
     shared = None if out is None else Path(out) / "fits"
     cache = fit_cache if fit_cache is not None else shared if split_cells or (shared and shared.is_dir()) else None
+    if data_parallel:  # the ranks fit together: they must agree on whether there is a cache to look in
+        cache = distributed.broadcast_object(cache)
     writes = split_cells or ranks.main  # who writes a cell's pictures: its rank, or rank 0 when all run every cell
     pictures: dict[tuple, int] = {}  # (split, fit, interpolator) -> the first cell to run that samples from it
     for cell in todo:
