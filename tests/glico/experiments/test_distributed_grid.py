@@ -146,3 +146,17 @@ def test_data_parallel_outside_torchrun_is_refused(tmp_path):
     done = subprocess.run(_command(EVAL + ["--data-parallel", "--out", str(tmp_path / "x")], None), env=_env(),
                           capture_output=True, text=True)
     assert done.returncode == 2 and "torchrun --nproc-per-node" in done.stderr
+
+
+def test_a_single_process_grid_resumes_on_more_ranks(reference, tmp_path):
+    # A one-process grid stopped after 3 runs (its runs file cut there), completed by 2 ranks.
+    import shutil
+
+    out = tmp_path / "grown"
+    shutil.copytree(reference, out)
+    (out / "results.json").unlink()
+    lines = (out / RUNS_FILE).read_text().splitlines()
+    (out / RUNS_FILE).write_text("\n".join(lines[:1 + 3]) + "\n")
+    said = glico(EVAL + ["--out", str(out), "--resume"], nproc=2).stdout
+    assert "resuming: 3 of 8 runs already finished" in said and "2 ranks share the 5 runs to do" in said
+    assert cells(out) == cells(reference)
