@@ -4,8 +4,8 @@ An ablation is a list of :class:`Variant` s. A variant is a GLICO composition by
 :class:`glico.names.ModelSpec` fields on top of a shared base), the downstream batch policy that uses
 it, and where its unlabelled images come from (none, the test set, or more training images). The
 paper's Tables II–V and Fig. 7 are such lists, in :data:`TABLES`; its published numbers for them are in
-:data:`PAPER`. :func:`run_ablation` runs any list through the same code path as ``glico evaluate``
-(:func:`glico.experiments.evaluate.fit_glico` and :func:`~glico.experiments.evaluate.train_and_score`):
+:data:`PAPER`. :func:`run_ablation` runs any list through the grid engine ``glico evaluate`` uses
+(:func:`glico.experiments.grid.run_grid`, with a :class:`~glico.experiments.grid.GridConfig` recipe):
 for each SPC and seed one split, for each variant one GLICO fit (shared by the variants that need the
 same fit) and one downstream classifier with the same budget; top-1 / top-5 on the test set; mean ±
 standard error over seeds.

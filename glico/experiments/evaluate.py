@@ -4,7 +4,8 @@ For each SPC and seed: one small-sample split; for each method, a classifier tra
 with the same budget and recipe (only the batch policy differs); top-1 / top-5 on the full test set.
 GLICO is fitted once per (SPC, seed) and reused by every method that needs it. Results are
 aggregated as mean ± standard error over seeds and written as ``results.json``, ``results.md`` and
-``results.png``.
+``results.png``. The methods are the rows of a grid run by :func:`glico.experiments.grid.run_grid`, the
+engine ``glico ablate`` shares.
 """
 from __future__ import annotations
 
@@ -21,10 +22,10 @@ from glico.experiments.downstream import OVERSAMPLE_TO
 # The grid's parts, used and re-exported here (they lived in this module before the engine was shared).
 from glico.experiments.grid import (  # noqa: F401
     CPU_RECIPE_FLAGS, CPU_SMALL_PARAMETERS, CPU_WARN_SECONDS, FID_EXTRACTORS, GENERATIVE_METHODS, GLICO_METHODS,
-    OTHER_METHODS, PRETRAINABLE, SCHEDULES, UNLABELED_HELP, GridConfig, GridInterrupted, Variant, check_pretrained,
-    check_device, check_rows, check_unlabeled, recorded, cpu_time_warning, downstream_classifier, downstream_config, estimate_step_seconds,
-    fid_extractor, fid_reference, fid_samples, fit_cdcgan_for, fit_glico, generated_fid, grid_rows, method_names,
-    optimizer_text, run_grid, train_and_score, unlabeled_images,
+    OTHER_METHODS, PRETRAINABLE, SCHEDULES, UNLABELED_HELP, GridConfig, GridInterrupted, Variant, check_device,
+    check_pretrained, check_rows, check_unlabeled, cpu_time_warning, downstream_classifier, downstream_config,
+    estimate_step_seconds, fid_extractor, fid_reference, fid_samples, fit_cdcgan_for, fit_glico, generated_fid,
+    grid_rows, method_names, optimizer_text, recorded, run_grid, train_and_score, unlabeled_images,
 )
 from glico.experiments.policies import ERASING_SCALE
 
