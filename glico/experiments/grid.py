@@ -17,7 +17,7 @@ from __future__ import annotations
 import json
 import logging
 import time
-from dataclasses import dataclass, field, fields
+from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 from types import MappingProxyType
 from typing import Any, Callable, Mapping, Sequence
@@ -984,7 +984,7 @@ def run_grid(variants: Sequence[Variant], cfg: GridConfig, out: Path | None, *, 
     from glico.data import Dataset, load_data, small_sample_split, validation_split
     from glico.experiments.cdcgan import CDCGANConfig
     from glico.experiments.mixmatch import MixMatchConfig
-    from glico.training import FitConfig, resolve_device
+    from glico.training import FitConfig
     from glico.viz import class_grid, save_grid
 
     variants = list(variants)
@@ -993,8 +993,7 @@ def run_grid(variants: Sequence[Variant], cfg: GridConfig, out: Path | None, *, 
     split_cells = ranks.world > 1 and not data_parallel
     if ranks.world > 1 and out is None:
         raise ValueError("a grid under torchrun needs a results folder (out=) where the ranks keep their runs")
-    resolve_device(cfg.device)
-    precision = resolve_precision(cfg.precision, cfg.device)  # refuses bf16 off CUDA before any work
+    precision = check_device(cfg)  # refuses a missing device, and bf16 off CUDA, before any work
     check_pretrained(cfg.classifier, cfg.pretrained)  # before the data: a missing weights file is refused at once
     extractor = None if cfg.fid is None else fid_extractor(cfg.fid)  # likewise missing Inception weights
     say = echo if ranks.main else (lambda line: None)
@@ -1037,8 +1036,8 @@ def run_grid(variants: Sequence[Variant], cfg: GridConfig, out: Path | None, *, 
         "baseline_p": cfg.baseline_p, "cutout_size": policy_settings["cutout_size"],
         "erasing_scale": list(cfg.erasing_scale), "pretrained": cfg.pretrained,
         **({"unlabeled": cfg.unlabeled, "transductive": cfg.unlabeled == "test",
-            "mixmatch": _asdict(MixMatchConfig())} if "mixmatch" in policies else {}),
-        **({"cdcgan": {**{n: v for n, v in _asdict(CDCGANConfig()).items() if n not in ("seed", "device", "progress")},
+            "mixmatch": asdict(MixMatchConfig())} if "mixmatch" in policies else {}),
+        **({"cdcgan": {**{n: v for n, v in asdict(CDCGANConfig()).items() if n not in ("seed", "device", "progress")},
                        "steps": {str(s): fit_steps(s * k) for s in cfg.spcs},
                        "batch_size": cfg.fit_batch_size}} if "cdcgan" in policies else {}),
         **({"cosine_loss_xent_weight": XENT_WEIGHT} if "cosine-loss" in policies else {}),
@@ -1073,12 +1072,13 @@ def run_grid(variants: Sequence[Variant], cfg: GridConfig, out: Path | None, *, 
     if data_parallel:  # the ranks fit together: they must agree on whether there is a cache to look in
         cache = distributed.broadcast_object(cache)
     writes = split_cells or ranks.main  # who writes a cell's pictures: its rank, or rank 0 when all run every cell
+    firsts: dict[tuple, Cell] = {}  # (split, fit) -> the first cell to run that needs the fit
     pictures: dict[tuple, int] = {}  # (split, fit, interpolator) -> the first cell to run that samples from it
     for cell in todo:
         if cell.variant.uses_glico:
-            interpolator = variant_spec(cell.variant, (c, h, w), k, cfg.model).interpolator
-            pictures.setdefault((cell.spc, cell.seed, _shared_fit_key(cell.variant, cfg.model), interpolator),
-                                cell.index)
+            fit = (cell.spc, cell.seed, _shared_fit_key(cell.variant, cfg.model))
+            firsts.setdefault(fit, cell)
+            pictures.setdefault((*fit, variant_spec(cell.variant, (c, h, w), k, cfg.model).interpolator), cell.index)
     started = time.perf_counter()
     ran = 0
     width = max(len(v.name) for v in variants)
@@ -1086,11 +1086,7 @@ def run_grid(variants: Sequence[Variant], cfg: GridConfig, out: Path | None, *, 
     reference = None  # the training set's FID statistics, computed when first needed
     try:
         if split_cells:  # every fit the cells need, once: every world-th by each rank, into the shared cache
-            fits = list(dict.fromkeys((cell.spc, cell.seed, _shared_fit_key(cell.variant, cfg.model)) for cell in todo
-                                      if cell.variant.uses_glico))
-            firsts = {f: next(cell for cell in todo if cell.variant.uses_glico and
-                              (cell.spc, cell.seed, _shared_fit_key(cell.variant, cfg.model)) == f) for f in fits}
-            for spc, seed, fkey in share(fits, ranks):
+            for spc, seed, fkey in share(list(firsts), ranks):
                 cell = firsts[(spc, seed, fkey)]
                 _, info = _fit_for(cell.variant, data, small_sample_split(data.train, spc, seed)[0], spc, seed, cfg,
                                    fit_oversample, cache=cache, progress=progress)
@@ -1186,8 +1182,3 @@ def _groups(cells: Sequence[Cell]) -> list[tuple[tuple[int, int], list[Cell]]]:
         groups.setdefault((cell.spc, cell.seed), []).append(cell)
     return list(groups.items())
 
-
-def _asdict(obj) -> dict[str, Any]:
-    from dataclasses import asdict
-
-    return asdict(obj)
